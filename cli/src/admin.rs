@@ -1,0 +1,158 @@
+//! `pipes apps ...`: create and list Apps, and rotate their keys. New keys are printed
+//! once, here, and never again.
+
+use clap::{Args, Subcommand};
+use pipes_core::usecases::admin;
+use pipes_core::{AppStore, Clock, SystemClock};
+use serde_json::json;
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Create an App and its first app key.
+    Create {
+        /// Public name in hosted-page URLs (a-z, 0-9, '-').
+        #[arg(long)]
+        slug: String,
+        /// Display name shown to number owners.
+        #[arg(long)]
+        name: String,
+        /// An allowed origin for redirect URLs (repeatable); none means any.
+        #[arg(long = "redirect-origin")]
+        redirect_origins: Vec<String>,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List Apps.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create, list or revoke an App's keys (rotation: create the new, deploy, revoke the old).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AppRef {
+    /// The App's id (app_...) or slug.
+    #[arg(long)]
+    app: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create another key for the App.
+    Create {
+        #[command(flatten)]
+        app: AppRef,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the App's keys (ids and dates; the keys themselves are not stored).
+    List {
+        #[command(flatten)]
+        app: AppRef,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one key: requests with it get 401 at once.
+    Revoke {
+        #[command(flatten)]
+        app: AppRef,
+        #[arg(long)]
+        key_id: String,
+    },
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
+pub async fn run(cmd: AppsCommand, store: &dyn AppStore) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    match cmd {
+        AppsCommand::Create {
+            slug,
+            name,
+            redirect_origins,
+            json,
+        } => {
+            let created = admin::create_app(store, now, &slug, &name, &redirect_origins).await?;
+            let app = &created.app;
+            if json {
+                print_json(&json!({
+                    "appId": app.id, "slug": app.slug, "name": app.name,
+                    "appKey": created.key.expose(),
+                }));
+            } else {
+                println!(
+                    "appId:  {}\nslug:   {}\nname:   {}",
+                    app.id, app.slug, app.name
+                );
+                println!("keyId:  {}", created.key_id);
+                println!(
+                    "appKey: {}  (shown once: store it now)",
+                    created.key.expose()
+                );
+            }
+        }
+        AppsCommand::List { json } => {
+            let apps = store.list_apps().await?;
+            if json {
+                print_json(&serde_json::to_value(&apps)?);
+            } else {
+                for a in apps {
+                    let origins: Vec<&str> = a.allowed_origins.iter().map(|o| o.as_str()).collect();
+                    println!(
+                        "{}  {}  {:?}  origins: [{}]",
+                        a.id,
+                        a.slug,
+                        a.name.as_str(),
+                        origins.join(", ")
+                    );
+                }
+            }
+        }
+        AppsCommand::Keys(KeysCommand::Create { app, json }) => {
+            let app = admin::find_app(store, &app.app).await?;
+            let created = admin::create_key(store, now, &app).await?;
+            if json {
+                print_json(&json!({
+                    "appId": app.id, "keyId": created.key_id, "appKey": created.key.expose(),
+                }));
+            } else {
+                println!("keyId:  {}", created.key_id);
+                println!(
+                    "appKey: {}  (shown once: store it now)",
+                    created.key.expose()
+                );
+            }
+        }
+        AppsCommand::Keys(KeysCommand::List { app, json }) => {
+            let app = admin::find_app(store, &app.app).await?;
+            let keys = store.list_keys(&app.id).await?;
+            if json {
+                print_json(&serde_json::to_value(&keys)?);
+            } else {
+                for k in keys {
+                    let state = k
+                        .revoked_at
+                        .map_or("live".to_owned(), |t| format!("revoked {}", t.to_rfc3339()));
+                    println!(
+                        "{}  created {}  {}",
+                        k.key_id,
+                        k.created_at.to_rfc3339(),
+                        state
+                    );
+                }
+            }
+        }
+        AppsCommand::Keys(KeysCommand::Revoke { app, key_id }) => {
+            let app = admin::find_app(store, &app.app).await?;
+            admin::revoke_key(store, now, &app, &key_id).await?;
+            println!("revoked {key_id}");
+        }
+    }
+    Ok(())
+}

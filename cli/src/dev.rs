@@ -1,0 +1,92 @@
+//! `pipes dev`: every route on 127.0.0.1, backed by the embedded store in the data dir.
+//! On first start it creates the demo App and prints its key once.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::Args;
+use pipes_adapters::EmbeddedStore;
+use pipes_core::usecases::{PublicBaseUrl, admin};
+use pipes_core::{AppStore, Clock, Slug, SystemClock};
+use pipes_http::{ApiState, local_router};
+use tokio::net::TcpListener;
+
+pub const DEMO_SLUG: &str = "demo";
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 3000)]
+    port: u16,
+    /// Base URL put in signup links; defaults to this server's own address.
+    #[arg(long, env = "PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
+}
+
+pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let store = EmbeddedStore::open(data_dir)?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.port)).await?;
+    let addr = listener.local_addr()?;
+    let base = args
+        .public_base_url
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let public_base_url = PublicBaseUrl::parse(&base).map_err(anyhow::Error::msg)?;
+
+    println!("Pipes.bot dev server listening on http://{addr}");
+    println!("data dir: {}", data_dir.display());
+    announce_demo_app(&store, addr).await?;
+
+    let state = ApiState {
+        store: Arc::new(store),
+        clock: Arc::new(SystemClock),
+        public_base_url,
+    };
+    axum::serve(listener, local_router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    println!("stopped");
+    Ok(())
+}
+
+/// Creates the demo App on first start and prints its key and a curl line; later
+/// starts only say it exists (its key is not stored and cannot be shown again).
+async fn announce_demo_app(store: &dyn AppStore, addr: SocketAddr) -> anyhow::Result<()> {
+    let slug = Slug::parse(DEMO_SLUG).map_err(anyhow::Error::msg)?;
+    if let Some(app) = store.app_by_slug(&slug).await? {
+        println!(
+            "demo App {} exists; its key was printed when it was created \
+             (new one: pipes apps keys create --app {DEMO_SLUG})",
+            app.id
+        );
+        return Ok(());
+    }
+    let created = admin::create_app(store, SystemClock.now(), DEMO_SLUG, "Demo App", &[]).await?;
+    let key = created.key.expose();
+    println!("created demo App {} (slug {DEMO_SLUG})", created.app.id);
+    println!("app key: {key}  (shown once: store it now)");
+    println!("try it:");
+    println!(
+        "  curl -s -X POST http://{addr}/v1/apps/token -H 'Authorization: Bearer {key}' \
+         -H 'Content-Type: application/json' -d '{{\"redirectUrl\": \"http://localhost:8080/done\"}}'"
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

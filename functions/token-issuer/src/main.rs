@@ -1,0 +1,19 @@
+//! Lambda `token-issuer`: `POST /v1/apps/token` and `GET /v1/sessions/{id}` on DynamoDB.
+//! Only wiring: configuration, the store and the shared router.
+
+use std::sync::Arc;
+
+use pipes_adapters::config;
+use pipes_core::SystemClock;
+use pipes_http::{ApiState, token_issuer_router};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let state = ApiState {
+        public_base_url: config::public_base_url()?,
+        store: Arc::new(config::dynamo_store().await?),
+        clock: Arc::new(SystemClock),
+    };
+    lambda_http::run(token_issuer_router(state)).await
+}

@@ -1,0 +1,523 @@
+//! The DynamoDB store: one table, partition key `pk` and sort key `sk` (strings).
+//!
+//! | item | pk | sk | notes |
+//! |---|---|---|---|
+//! | App | `APP#{appId}` | `APP` | |
+//! | slug lookup | `SLUG#{slug}` | `SLUG` | makes slugs unique, O(1) by slug |
+//! | key lookup | `KEY#{sha256}` | `KEY` | O(1) authentication; `revokedAt` once revoked |
+//! | key listing | `APP#{appId}` | `KEY#{keyId}` | lets an App's keys be listed and revoked by id |
+//! | session | `SES#{sessionId}` | `SES` | `ttl` = expiry + retention |
+//! | token lookup | `TOK#{sha256}` | `TOK` | finds a session by its token's hash |
+//!
+//! Every attribute name in an expression is aliased (`#n`), as DynamoDB requires for
+//! reserved words. Writes that must be unique are conditional, in one transaction.
+
+use std::collections::HashMap;
+
+use crate::codec::{from_json, to_json};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
+use chrono::{DateTime, Duration, Utc};
+use pipes_core::session::{Abandon, SessionFailure};
+use pipes_core::{
+    App, AppId, AppKeyRecord, AppName, AppStore, KeyId, Metadata, RedirectOrigin, RedirectUrl,
+    SecretHash, SessionId, SessionStatus, SessionStore, SignupSession, Slug, StoreError,
+};
+
+/// How long a session stays readable (`GET /v1/sessions/{id}` says `expired`) after it
+/// expires, before DynamoDB's TTL may delete it.
+pub const SESSION_RETENTION: Duration = Duration::days(30);
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn from_conf(conf: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(conf), table)
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(out.item)
+    }
+
+    fn put(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .build()
+            .map_err(StoreError::unavailable)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Runs a transaction; a refused condition at index `i` becomes `on_condition(i)`.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+        on_condition: impl Fn(usize) -> StoreError,
+    ) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                TransactWriteItemsError::TransactionCanceledException(c) => {
+                    let failed = c
+                        .cancellation_reasons()
+                        .iter()
+                        .position(|r| r.code() == Some("ConditionalCheckFailed"));
+                    match failed {
+                        Some(i) => Err(on_condition(i)),
+                        None => Err(StoreError::unavailable(c)),
+                    }
+                }
+                other => Err(StoreError::unavailable(other)),
+            },
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn app_pk(id: &AppId) -> String {
+    format!("APP#{id}")
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+/// Typed reads of an item's attributes; a missing or mistyped one is `Corrupt`.
+struct Attrs<'a>(&'a Item);
+
+impl Attrs<'_> {
+    fn str(&self, name: &str) -> Result<&str, StoreError> {
+        self.opt_str(name)?.ok_or_else(|| corrupt(name))
+    }
+
+    fn opt_str(&self, name: &str) -> Result<Option<&str>, StoreError> {
+        match self.0.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v)),
+            Some(_) => Err(corrupt(name)),
+        }
+    }
+
+    fn time(&self, name: &str) -> Result<DateTime<Utc>, StoreError> {
+        self.opt_time(name)?.ok_or_else(|| corrupt(name))
+    }
+
+    fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.0.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::N(v)) => v
+                .parse::<i64>()
+                .ok()
+                .and_then(DateTime::from_timestamp_millis)
+                .map(Some)
+                .ok_or_else(|| corrupt(name)),
+            Some(_) => Err(corrupt(name)),
+        }
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StoreError> {
+        from_json(name, self.str(name)?)
+    }
+
+    fn app_id(&self) -> Result<AppId, StoreError> {
+        AppId::parse(self.str("appId")?).ok_or_else(|| corrupt("appId"))
+    }
+}
+
+fn app_item(app: &App) -> Result<Item, StoreError> {
+    Ok(HashMap::from([
+        ("pk".into(), s(app_pk(&app.id))),
+        ("sk".into(), s("APP")),
+        ("appId".into(), s(app.id.as_str())),
+        ("slug".into(), s(app.slug.as_str())),
+        ("name".into(), s(app.name.as_str())),
+        ("allowedOrigins".into(), s(to_json(&app.allowed_origins)?)),
+        ("createdAt".into(), n(app.created_at.timestamp_millis())),
+    ]))
+}
+
+fn app_from(item: &Item) -> Result<App, StoreError> {
+    let a = Attrs(item);
+    Ok(App {
+        id: a.app_id()?,
+        slug: Slug::parse(a.str("slug")?).map_err(|_| corrupt("slug"))?,
+        name: AppName::parse(a.str("name")?).map_err(|_| corrupt("name"))?,
+        allowed_origins: a.json::<Vec<RedirectOrigin>>("allowedOrigins")?,
+        created_at: a.time("createdAt")?,
+    })
+}
+
+/// The two key items: the lookup by hash and the listing entry under the App.
+fn key_items(key: &AppKeyRecord, hash: &SecretHash) -> [Item; 2] {
+    let common = [
+        ("appId".to_owned(), s(key.app_id.as_str())),
+        ("keyId".to_owned(), s(key.key_id.as_str())),
+        ("keyHash".to_owned(), s(hash.as_str())),
+        ("createdAt".to_owned(), n(key.created_at.timestamp_millis())),
+    ];
+    let mut lookup: Item = common.clone().into();
+    lookup.insert("pk".into(), s(format!("KEY#{}", hash.as_str())));
+    lookup.insert("sk".into(), s("KEY"));
+    let mut listing: Item = common.into();
+    listing.insert("pk".into(), s(app_pk(&key.app_id)));
+    listing.insert("sk".into(), s(format!("KEY#{}", key.key_id)));
+    [lookup, listing]
+}
+
+fn key_from(item: &Item) -> Result<AppKeyRecord, StoreError> {
+    let a = Attrs(item);
+    Ok(AppKeyRecord {
+        key_id: KeyId::parse(a.str("keyId")?).ok_or_else(|| corrupt("keyId"))?,
+        app_id: a.app_id()?,
+        created_at: a.time("createdAt")?,
+        revoked_at: a.opt_time("revokedAt")?,
+    })
+}
+
+fn session_item(ses: &SignupSession) -> Result<Item, StoreError> {
+    let ttl = (ses.expires_at + SESSION_RETENTION).timestamp();
+    let mut item: Item = HashMap::from([
+        ("pk".into(), s(format!("SES#{}", ses.id))),
+        ("sk".into(), s("SES")),
+        ("sessionId".into(), s(ses.id.as_str())),
+        ("appId".into(), s(ses.app_id.as_str())),
+        ("tokenHash".into(), s(ses.token_hash.as_str())),
+        ("status".into(), s(ses.status.as_str())),
+        ("redirectUrl".into(), s(ses.redirect_url.as_str())),
+        ("metadata".into(), s(to_json(&ses.metadata)?)),
+        ("createdAt".into(), n(ses.created_at.timestamp_millis())),
+        ("expiresAt".into(), n(ses.expires_at.timestamp_millis())),
+        ("abandons".into(), s(to_json(&ses.abandons)?)),
+        ("ttl".into(), n(ttl)),
+    ]);
+    if let Some(t) = ses.completed_at {
+        item.insert("completedAt".into(), n(t.timestamp_millis()));
+    }
+    if let Some(p) = &ses.phone_number_id {
+        item.insert("phoneNumberId".into(), s(p));
+    }
+    if let Some(e) = &ses.error {
+        item.insert("error".into(), s(to_json(e)?));
+    }
+    Ok(item)
+}
+
+fn session_from(item: &Item) -> Result<SignupSession, StoreError> {
+    let a = Attrs(item);
+    Ok(SignupSession {
+        id: SessionId::parse(a.str("sessionId")?).ok_or_else(|| corrupt("sessionId"))?,
+        app_id: a.app_id()?,
+        token_hash: SecretHash::parse(a.str("tokenHash")?).ok_or_else(|| corrupt("tokenHash"))?,
+        status: SessionStatus::parse(a.str("status")?).ok_or_else(|| corrupt("status"))?,
+        redirect_url: RedirectUrl::try_from(a.str("redirectUrl")?.to_owned())
+            .map_err(|_| corrupt("redirectUrl"))?,
+        metadata: a.json::<Metadata>("metadata")?,
+        created_at: a.time("createdAt")?,
+        expires_at: a.time("expiresAt")?,
+        completed_at: a.opt_time("completedAt")?,
+        phone_number_id: a.opt_str("phoneNumberId")?.map(str::to_owned),
+        error: a
+            .opt_str("error")?
+            .map(|e| from_json::<SessionFailure>("error", e))
+            .transpose()?,
+        abandons: a.json::<Vec<Abandon>>("abandons")?,
+    })
+}
+
+#[async_trait]
+impl AppStore for DynamoStore {
+    async fn create_app(
+        &self,
+        app: &App,
+        key: &AppKeyRecord,
+        key_hash: &SecretHash,
+    ) -> Result<(), StoreError> {
+        let slug = HashMap::from([
+            ("pk".into(), s(format!("SLUG#{}", app.slug))),
+            ("sk".into(), s("SLUG")),
+            ("appId".into(), s(app.id.as_str())),
+        ]);
+        let [lookup, listing] = key_items(key, key_hash);
+        let items = vec![
+            self.put(app_item(app)?)?,
+            self.put(slug)?,
+            self.put(lookup)?,
+            self.put(listing)?,
+        ];
+        self.transact(items, |_| StoreError::Conflict("app slug or id"))
+            .await
+    }
+
+    async fn app(&self, id: &AppId) -> Result<Option<App>, StoreError> {
+        self.get(app_pk(id), "APP")
+            .await?
+            .map(|i| app_from(&i))
+            .transpose()
+    }
+
+    async fn app_by_slug(&self, slug: &Slug) -> Result<Option<App>, StoreError> {
+        let Some(item) = self.get(format!("SLUG#{slug}"), "SLUG").await? else {
+            return Ok(None);
+        };
+        self.app(&Attrs(&item).app_id()?).await
+    }
+
+    async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
+        let mut apps = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("#sk = :app")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":app", s("APP"))
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            apps.push(app_from(&item.map_err(StoreError::unavailable)?)?);
+        }
+        apps.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(apps)
+    }
+
+    async fn add_key(&self, key: &AppKeyRecord, key_hash: &SecretHash) -> Result<(), StoreError> {
+        let app_exists = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(app_pk(&key.app_id)))
+            .key("sk", s("APP"))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .build()
+            .map_err(StoreError::unavailable)?;
+        let [lookup, listing] = key_items(key, key_hash);
+        let items = vec![
+            TransactWriteItem::builder()
+                .condition_check(app_exists)
+                .build(),
+            self.put(lookup)?,
+            self.put(listing)?,
+        ];
+        self.transact(items, |i| match i {
+            0 => StoreError::NotFound("app"),
+            _ => StoreError::Conflict("app key"),
+        })
+        .await
+    }
+
+    async fn app_for_key(&self, key_hash: &SecretHash) -> Result<Option<App>, StoreError> {
+        let Some(item) = self
+            .get(format!("KEY#{}", key_hash.as_str()), "KEY")
+            .await?
+        else {
+            return Ok(None);
+        };
+        if key_from(&item)?.revoked_at.is_some() {
+            return Ok(None);
+        }
+        self.app(&Attrs(&item).app_id()?).await
+    }
+
+    async fn list_keys(&self, app: &AppId) -> Result<Vec<AppKeyRecord>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :key)")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":pk", s(app_pk(app)))
+            .expression_attribute_values(":key", s("KEY#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            keys.push(key_from(&item.map_err(StoreError::unavailable)?)?);
+        }
+        keys.sort_by(|a, b| (a.created_at, &a.key_id).cmp(&(b.created_at, &b.key_id)));
+        Ok(keys)
+    }
+
+    async fn revoke_key(
+        &self,
+        app: &AppId,
+        key: &KeyId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let Some(listing) = self.get(app_pk(app), &format!("KEY#{key}")).await? else {
+            return Ok(false);
+        };
+        let hash = Attrs(&listing).str("keyHash")?.to_owned();
+        let revoke = |pk: String, sk: String| {
+            Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(pk))
+                .key("sk", s(sk))
+                .update_expression("SET #r = if_not_exists(#r, :at)")
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#r", "revokedAt")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_values(":at", n(at.timestamp_millis()))
+                .build()
+                .map(|u| TransactWriteItem::builder().update(u).build())
+                .map_err(StoreError::unavailable)
+        };
+        let items = vec![
+            revoke(app_pk(app), format!("KEY#{key}"))?,
+            revoke(format!("KEY#{hash}"), "KEY".into())?,
+        ];
+        self.transact(items, |_| StoreError::NotFound("app key"))
+            .await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn insert_session(&self, ses: &SignupSession) -> Result<(), StoreError> {
+        let token = HashMap::from([
+            ("pk".into(), s(format!("TOK#{}", ses.token_hash.as_str()))),
+            ("sk".into(), s("TOK")),
+            ("sessionId".into(), s(ses.id.as_str())),
+            (
+                "ttl".into(),
+                n((ses.expires_at + SESSION_RETENTION).timestamp()),
+            ),
+        ]);
+        let items = vec![self.put(session_item(ses)?)?, self.put(token)?];
+        self.transact(items, |_| StoreError::Conflict("session"))
+            .await
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<SignupSession>, StoreError> {
+        self.get(format!("SES#{id}"), "SES")
+            .await?
+            .map(|i| session_from(&i))
+            .transpose()
+    }
+
+    async fn session_by_token(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<SignupSession>, StoreError> {
+        let Some(item) = self
+            .get(format!("TOK#{}", token_hash.as_str()), "TOK")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id =
+            SessionId::parse(Attrs(&item).str("sessionId")?).ok_or_else(|| corrupt("sessionId"))?;
+        self.session(&id).await
+    }
+}
+
+/// Creates the table as `template.yaml` declares it (keys, the sweep's GSI, TTL): for
+/// tests against the emulator and for `pipes` pointed at a fresh table.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    };
+    let attr = |name: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(t)
+            .build()
+            .map_err(StoreError::unavailable)
+    };
+    let key = |name: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(t)
+            .build()
+            .map_err(StoreError::unavailable)
+    };
+    let gsi = GlobalSecondaryIndex::builder()
+        .index_name("gsi1")
+        .key_schema(key("gsi1pk", KeyType::Hash)?)
+        .key_schema(key("gsi1sk", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
+        .build()
+        .map_err(StoreError::unavailable)?;
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
+        .attribute_definitions(attr("sk", ScalarAttributeType::S)?)
+        .attribute_definitions(attr("gsi1pk", ScalarAttributeType::S)?)
+        .attribute_definitions(attr("gsi1sk", ScalarAttributeType::S)?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .global_secondary_indexes(gsi)
+        .send()
+        .await
+        .map_err(StoreError::unavailable)?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name("ttl")
+                .enabled(true)
+                .build()
+                .map_err(StoreError::unavailable)?,
+        )
+        .send()
+        .await
+        .map_err(StoreError::unavailable)?;
+    Ok(())
+}

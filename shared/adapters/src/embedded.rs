@@ -1,0 +1,434 @@
+//! The embedded store for `pipes dev` and the admin CLI: one SQLite database file in the
+//! data dir, in WAL mode so a second process (the CLI) can read and write while the
+//! server runs. Every write is a single transaction and is synced before it returns.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::codec::{from_json, to_json};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pipes_core::session::{Abandon, SessionFailure};
+use pipes_core::{
+    App, AppId, AppKeyRecord, AppName, AppStore, KeyId, Metadata, RedirectOrigin, RedirectUrl,
+    SecretHash, SessionId, SessionStatus, SessionStore, SignupSession, Slug, StoreError,
+};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE apps (
+    id              TEXT PRIMARY KEY,
+    slug            TEXT NOT NULL UNIQUE,
+    name            TEXT NOT NULL,
+    allowed_origins TEXT NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+CREATE TABLE app_keys (
+    key_hash   TEXT PRIMARY KEY,
+    key_id     TEXT NOT NULL UNIQUE,
+    app_id     TEXT NOT NULL REFERENCES apps(id),
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX app_keys_by_app ON app_keys(app_id, created_at);
+CREATE TABLE sessions (
+    id              TEXT PRIMARY KEY,
+    app_id          TEXT NOT NULL REFERENCES apps(id),
+    token_hash      TEXT NOT NULL UNIQUE,
+    status          TEXT NOT NULL,
+    redirect_url    TEXT NOT NULL,
+    metadata        TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    completed_at    INTEGER,
+    phone_number_id TEXT,
+    error           TEXT,
+    abandons        TEXT NOT NULL
+);
+"#];
+
+pub const DB_FILE: &str = "pipes.db";
+
+/// The SQLite-backed store. Cheap to clone; all clones share one connection.
+#[derive(Debug, Clone)]
+pub struct EmbeddedStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `data_dir`, which is made private to
+    /// the user (0700) when this creates it.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        create_private_dir(data_dir).map_err(StoreError::unavailable)?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = Connection::open(&path).map_err(StoreError::unavailable)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(StoreError::unavailable)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(StoreError::unavailable)?;
+        migrate(&mut conn).map_err(StoreError::unavailable)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// The database file (for operators and tests that inspect raw rows).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection off the async runtime.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Corrupt("store lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(StoreError::unavailable)?
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (version, sql) in (1i64..).zip(MIGRATIONS).skip_while(|(v, _)| *v <= done) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+    }
+    tx.commit()
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::unavailable(e)
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::ConstraintViolation))
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp".into()))
+}
+
+fn corrupt(what: &str) -> impl Fn(String) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+const APP_COLUMNS: &str = "id, slug, name, allowed_origins, created_at";
+
+fn app_from_row(r: &Row<'_>) -> rusqlite::Result<Result<App, StoreError>> {
+    let (id, slug, name, origins, created): (String, String, String, String, i64) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    Ok((|| {
+        Ok(App {
+            id: AppId::parse(&id).ok_or_else(|| StoreError::Corrupt("app id".into()))?,
+            slug: Slug::parse(&slug).map_err(corrupt("slug"))?,
+            name: AppName::parse(&name).map_err(corrupt("name"))?,
+            allowed_origins: from_json::<Vec<RedirectOrigin>>("allowed origins", &origins)?,
+            created_at: time(created)?,
+        })
+    })())
+}
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<Result<AppKeyRecord, StoreError>> {
+    let (key_id, app_id, created, revoked): (String, String, i64, Option<i64>) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    Ok((|| {
+        Ok(AppKeyRecord {
+            key_id: KeyId::parse(&key_id).ok_or_else(|| StoreError::Corrupt("key id".into()))?,
+            app_id: AppId::parse(&app_id).ok_or_else(|| StoreError::Corrupt("app id".into()))?,
+            created_at: time(created)?,
+            revoked_at: revoked.map(time).transpose()?,
+        })
+    })())
+}
+
+const SESSION_COLUMNS: &str = "id, app_id, token_hash, status, redirect_url, metadata, \
+     created_at, expires_at, completed_at, phone_number_id, error, abandons";
+
+fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Result<SignupSession, StoreError>> {
+    let id: String = r.get(0)?;
+    let app_id: String = r.get(1)?;
+    let token_hash: String = r.get(2)?;
+    let status: String = r.get(3)?;
+    let redirect_url: String = r.get(4)?;
+    let metadata: String = r.get(5)?;
+    let created: i64 = r.get(6)?;
+    let expires: i64 = r.get(7)?;
+    let completed: Option<i64> = r.get(8)?;
+    let phone_number_id: Option<String> = r.get(9)?;
+    let error: Option<String> = r.get(10)?;
+    let abandons: String = r.get(11)?;
+    Ok((|| {
+        Ok(SignupSession {
+            id: SessionId::parse(&id).ok_or_else(|| StoreError::Corrupt("session id".into()))?,
+            app_id: AppId::parse(&app_id).ok_or_else(|| StoreError::Corrupt("app id".into()))?,
+            token_hash: SecretHash::parse(&token_hash)
+                .ok_or_else(|| StoreError::Corrupt("token hash".into()))?,
+            status: SessionStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt("status".into()))?,
+            redirect_url: RedirectUrl::try_from(redirect_url).map_err(corrupt("redirect url"))?,
+            metadata: from_json::<Metadata>("metadata", &metadata)?,
+            created_at: time(created)?,
+            expires_at: time(expires)?,
+            completed_at: completed.map(time).transpose()?,
+            phone_number_id,
+            error: error
+                .map(|e| from_json::<SessionFailure>("error", &e))
+                .transpose()?,
+            abandons: from_json::<Vec<Abandon>>("abandons", &abandons)?,
+        })
+    })())
+}
+
+/// One row through `map`, flattening the two error layers.
+fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: fn(&Row<'_>) -> rusqlite::Result<Result<T, StoreError>>,
+) -> Result<Option<T>, StoreError> {
+    conn.query_row(sql, params, map)
+        .optional()
+        .map_err(db_err)?
+        .transpose()
+}
+
+fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: fn(&Row<'_>) -> rusqlite::Result<Result<T, StoreError>>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let rows = stmt.query_map(params, map).map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err).and_then(|x| x)).collect()
+}
+
+fn insert_key(conn: &Connection, key: &AppKeyRecord, hash: &SecretHash) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT INTO app_keys (key_hash, key_id, app_id, created_at, revoked_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            hash.as_str(),
+            key.key_id.as_str(),
+            key.app_id.as_str(),
+            millis(key.created_at),
+            key.revoked_at.map(millis)
+        ],
+    )
+}
+
+#[async_trait]
+impl AppStore for EmbeddedStore {
+    async fn create_app(
+        &self,
+        app: &App,
+        key: &AppKeyRecord,
+        key_hash: &SecretHash,
+    ) -> Result<(), StoreError> {
+        let (app, key, hash) = (app.clone(), key.clone(), key_hash.clone());
+        let origins = to_json(&app.allowed_origins)?;
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO apps (id, slug, name, allowed_origins, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        app.id.as_str(),
+                        app.slug.as_str(),
+                        app.name.as_str(),
+                        origins,
+                        millis(app.created_at)
+                    ],
+                )
+                .and_then(|_| insert_key(&tx, &key, &hash));
+            match inserted {
+                Ok(_) => tx.commit().map_err(db_err),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict("app slug or id")),
+                Err(e) => Err(db_err(e)),
+            }
+        })
+        .await
+    }
+
+    async fn app(&self, id: &AppId) -> Result<Option<App>, StoreError> {
+        let id = id.clone();
+        self.with(move |c| {
+            let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1");
+            one(c, &sql, [id.as_str()], app_from_row)
+        })
+        .await
+    }
+
+    async fn app_by_slug(&self, slug: &Slug) -> Result<Option<App>, StoreError> {
+        let slug = slug.clone();
+        self.with(move |c| {
+            let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE slug = ?1");
+            one(c, &sql, [slug.as_str()], app_from_row)
+        })
+        .await
+    }
+
+    async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
+        self.with(|c| {
+            let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id");
+            all(c, &sql, [], app_from_row)
+        })
+        .await
+    }
+
+    async fn add_key(&self, key: &AppKeyRecord, key_hash: &SecretHash) -> Result<(), StoreError> {
+        let (key, hash) = (key.clone(), key_hash.clone());
+        self.with(move |c| match insert_key(c, &key, &hash) {
+            Ok(_) => Ok(()),
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                let app_exists = c
+                    .query_row(
+                        "SELECT 1 FROM apps WHERE id = ?1",
+                        [key.app_id.as_str()],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map_err(db_err)?
+                    .is_some();
+                Err(if app_exists {
+                    StoreError::Conflict("app key")
+                } else {
+                    StoreError::NotFound("app")
+                })
+            }
+            Err(e) => Err(db_err(e)),
+        })
+        .await
+    }
+
+    async fn app_for_key(&self, key_hash: &SecretHash) -> Result<Option<App>, StoreError> {
+        let hash = key_hash.clone();
+        self.with(move |c| {
+            let sql = "SELECT a.id, a.slug, a.name, a.allowed_origins, a.created_at \
+                       FROM app_keys k JOIN apps a ON a.id = k.app_id \
+                       WHERE k.key_hash = ?1 AND k.revoked_at IS NULL";
+            one(c, sql, [hash.as_str()], app_from_row)
+        })
+        .await
+    }
+
+    async fn list_keys(&self, app: &AppId) -> Result<Vec<AppKeyRecord>, StoreError> {
+        let app = app.clone();
+        self.with(move |c| {
+            let sql = "SELECT key_id, app_id, created_at, revoked_at FROM app_keys \
+                       WHERE app_id = ?1 ORDER BY created_at, key_id";
+            all(c, sql, [app.as_str()], key_from_row)
+        })
+        .await
+    }
+
+    async fn revoke_key(
+        &self,
+        app: &AppId,
+        key: &KeyId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (app, key) = (app.clone(), key.clone());
+        self.with(move |c| {
+            let found = c
+                .execute(
+                    "UPDATE app_keys SET revoked_at = COALESCE(revoked_at, ?3) \
+                     WHERE app_id = ?1 AND key_id = ?2",
+                    params![app.as_str(), key.as_str(), millis(at)],
+                )
+                .map_err(db_err)?;
+            Ok(found == 1)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for EmbeddedStore {
+    async fn insert_session(&self, s: &SignupSession) -> Result<(), StoreError> {
+        let s = s.clone();
+        let metadata = to_json(&s.metadata)?;
+        let error = s.error.as_ref().map(to_json).transpose()?;
+        let abandons = to_json(&s.abandons)?;
+        self.with(move |c| {
+            let sql = format!(
+                "INSERT INTO sessions ({SESSION_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            );
+            let res = c.execute(
+                &sql,
+                params![
+                    s.id.as_str(),
+                    s.app_id.as_str(),
+                    s.token_hash.as_str(),
+                    s.status.as_str(),
+                    s.redirect_url.as_str(),
+                    metadata,
+                    millis(s.created_at),
+                    millis(s.expires_at),
+                    s.completed_at.map(millis),
+                    s.phone_number_id,
+                    error,
+                    abandons
+                ],
+            );
+            match res {
+                Ok(_) => Ok(()),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict("session")),
+                Err(e) => Err(db_err(e)),
+            }
+        })
+        .await
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<SignupSession>, StoreError> {
+        let id = id.clone();
+        self.with(move |c| {
+            let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1");
+            one(c, &sql, [id.as_str()], session_from_row)
+        })
+        .await
+    }
+
+    async fn session_by_token(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<SignupSession>, StoreError> {
+        let hash = token_hash.clone();
+        self.with(move |c| {
+            let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?1");
+            one(c, &sql, [hash.as_str()], session_from_row)
+        })
+        .await
+    }
+}

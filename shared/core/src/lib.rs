@@ -1,0 +1,19 @@
+//! The domain of the Pipes.bot Embedded Signup backend: validating newtypes, the App and
+//! signup-session models, the use cases, and the ports that adapters implement.
+//! Nothing here talks to the network; hosts wire adapters into these use cases.
+
+pub mod app;
+pub mod clock;
+pub mod ids;
+pub mod ports;
+pub mod random;
+pub mod session;
+pub mod usecases;
+
+pub use app::{App, AppKeyRecord, AppName, RedirectOrigin, Slug};
+pub use clock::{Clock, SystemClock};
+pub use ids::{AppId, AppKey, KeyId, SecretHash, SessionId, SignupToken};
+pub use ports::{AppStore, SessionStore, Store, StoreError};
+pub use session::{
+    Abandon, ExpiresIn, Metadata, RedirectUrl, SessionError, SessionStatus, SignupSession,
+};

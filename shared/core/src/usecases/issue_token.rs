@@ -1,0 +1,108 @@
+//! IssueToken: a partner mints a one-time signup link for one of its customers.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use url::Url;
+
+use crate::app::App;
+use crate::clock::Clock;
+use crate::ids::{SessionId, SignupToken};
+use crate::ports::{SessionStore, StoreError};
+use crate::session::{
+    ExpiresIn, Metadata, RedirectUrl, SessionError, SessionStatus, SignupSession,
+};
+
+/// Where the hosted pages are served from, e.g. `https://connect.pipes.bot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicBaseUrl(Url);
+
+impl PublicBaseUrl {
+    /// An absolute http(s) URL without query or fragment; a trailing `/` is dropped.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let url = Url::parse(s.trim_end_matches('/'))
+            .map_err(|e| format!("PUBLIC_BASE_URL is not an absolute URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
+            return Err("PUBLIC_BASE_URL must be an http(s) URL without a query".into());
+        }
+        Ok(Self(url))
+    }
+
+    /// `{base}/apps/{slug}?token={token}`.
+    pub fn signup_url(&self, app: &App, token: &SignupToken) -> String {
+        let mut url = self.0.clone();
+        url.path_segments_mut()
+            .map(|mut p| {
+                p.pop_if_empty().extend(["apps", app.slug.as_str()]);
+            })
+            .ok();
+        url.query_pairs_mut().append_pair("token", token.expose());
+        url.into()
+    }
+}
+
+/// The partner's request, as received (already JSON-typed, not yet validated).
+#[derive(Debug, Clone, Default)]
+pub struct IssueTokenRequest {
+    pub redirect_url: String,
+    pub metadata: Option<Value>,
+    pub expires_in: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: SignupToken,
+    pub session_id: SessionId,
+    pub signup_url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueTokenError {
+    #[error(transparent)]
+    Invalid(#[from] SessionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Validates the partner's request, stores a pending session under the App and returns
+/// the token (its only plaintext copy) with the hosted-page URL.
+pub async fn issue_token(
+    sessions: &dyn SessionStore,
+    clock: &dyn Clock,
+    base: &PublicBaseUrl,
+    app: &App,
+    req: IssueTokenRequest,
+) -> Result<IssuedToken, IssueTokenError> {
+    let redirect_url = RedirectUrl::parse(&req.redirect_url, &app.allowed_origins)?;
+    let metadata = req
+        .metadata
+        .map(Metadata::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let expires_in = ExpiresIn::parse(req.expires_in)?;
+
+    let now = clock.now();
+    let token = SignupToken::generate();
+    let session = SignupSession {
+        id: SessionId::generate(),
+        app_id: app.id.clone(),
+        token_hash: token.hash(),
+        status: SessionStatus::Pending,
+        redirect_url,
+        metadata,
+        created_at: now,
+        expires_at: now + expires_in.duration(),
+        completed_at: None,
+        phone_number_id: None,
+        error: None,
+        abandons: Vec::new(),
+    };
+    sessions.insert_session(&session).await?;
+    tracing::info!(app_id = %app.id, session_id = %session.id, "signup token issued");
+    Ok(IssuedToken {
+        signup_url: base.signup_url(app, &token),
+        token,
+        session_id: session.id,
+        expires_at: session.expires_at,
+    })
+}

@@ -1,0 +1,14 @@
+//! The use cases: one function or struct per thing a caller can ask of the platform,
+//! each with its own error enum (mapped to HTTP in one place, in the http crate).
+
+pub mod admin;
+pub mod authenticate;
+pub mod get_session;
+pub mod issue_token;
+
+pub use admin::{AdminError, CreatedApp, CreatedKey};
+pub use authenticate::{AuthError, authenticate};
+pub use get_session::{GetSessionError, get_session};
+pub use issue_token::{
+    IssueTokenError, IssueTokenRequest, IssuedToken, PublicBaseUrl, issue_token,
+};

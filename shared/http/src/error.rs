@@ -1,0 +1,113 @@
+//! The one mapping from use-case errors to HTTP responses: `{"error": {"code", "message"}}`.
+//! Internal details are logged here (without secrets) and never sent to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pipes_core::StoreError;
+use pipes_core::session::SessionError;
+use pipes_core::usecases::{AuthError, GetSessionError, IssueTokenError};
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("{field}: {message}"),
+        )
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid app key is required: Authorization: Bearer ak_...",
+        )
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is temporarily unavailable; retry shortly",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store failure");
+        Self::unavailable()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized => Self::unauthorized(),
+            AuthError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Invalid { field, message } => Self::invalid(field, message),
+            e @ SessionError::RedirectNotAllowed => Self::new(
+                StatusCode::BAD_REQUEST,
+                "redirect_not_allowed",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<IssueTokenError> for ApiError {
+    fn from(e: IssueTokenError) -> Self {
+        match e {
+            IssueTokenError::Invalid(e) => e.into(),
+            IssueTokenError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<GetSessionError> for ApiError {
+    fn from(e: GetSessionError) -> Self {
+        match e {
+            GetSessionError::NotFound => Self::not_found("session"),
+            GetSessionError::Store(e) => e.into(),
+        }
+    }
+}

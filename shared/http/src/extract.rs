@@ -1,0 +1,130 @@
+//! Request extractors that turn bad input into API.md's errors: the JSON body (size,
+//! content type, field-naming parse errors) and the partner's app key.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use pipes_core::App;
+use pipes_core::usecases::authenticate;
+use serde::de::DeserializeOwned;
+
+use crate::{ApiError, ApiState};
+
+/// Largest request body accepted (API.md): larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body of type `T`, read with the size limit and parsed so that a wrong field
+/// is named in the 400 without echoing the value the caller sent.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+    let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| too_large())?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses `bytes` as `T`; errors name the field and what was expected.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner();
+        if !inner.is_data() {
+            return ApiError::invalid("body", "is not valid JSON");
+        }
+        let text = inner.to_string();
+        let path = e.path().to_string();
+        if let Some(field) = text
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            let field = match path.as_str() {
+                "." => field.to_owned(),
+                parent => format!("{parent}.{field}"),
+            };
+            return ApiError::invalid(&field, "is required");
+        }
+        let field = if path == "." { "body" } else { path.as_str() };
+        // serde's text is "invalid type: <what was sent>, expected <what>": keep only
+        // the expectation so that the caller's value is never echoed back.
+        let expected = text
+            .split_once(", expected ")
+            .map(|(_, exp)| exp.split(" at line ").next().unwrap_or(exp))
+            .map(plain_expectation);
+        match expected {
+            Some(exp) => ApiError::invalid(field, format!("expected {exp}")),
+            None => ApiError::invalid(field, "has an invalid value"),
+        }
+    })
+}
+
+/// serde's type names in words a partner reads.
+fn plain_expectation(exp: &str) -> String {
+    match exp {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" => "an integer".into(),
+        "f32" | "f64" => "a number".into(),
+        e if e.starts_with("struct ") || e.starts_with("a map") => "a JSON object".into(),
+        e => e.to_owned(),
+    }
+}
+
+/// The App authenticated by `Authorization: Bearer ak_...`.
+#[derive(Debug, Clone)]
+pub struct PartnerApp(pub App);
+
+impl FromRequestParts<ApiState> for PartnerApp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let store: &dyn pipes_core::AppStore = &*state.store;
+        Ok(Self(authenticate(store, presented).await?))
+    }
+}
+
+/// A bodiless request's body, for tests and lambda adapters.
+pub fn empty() -> Body {
+    Body::empty()
+}

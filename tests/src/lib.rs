@@ -1,0 +1,210 @@
+//! Test harness shared by the integration tests: stores on the emulator and on disk,
+//! an in-process app with request helpers, a clock tests can move, and log capture.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::Client as DynamoClient;
+use axum::body::Body;
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use pipes_adapters::{DynamoStore, EmbeddedStore, dynamo};
+use pipes_core::usecases::{PublicBaseUrl, admin};
+use pipes_core::{App, AppKey, Clock, Store};
+use pipes_http::ApiState;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A clock that only moves when told to.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    pub fn new() -> Self {
+        Self(Arc::new(Mutex::new(Utc::now().trunc_subsecs(3))))
+    }
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// The emulator's SDK configuration. Adapter tests need moto's server, which
+/// `scripts/test` starts and names in `AWS_ENDPOINT_URL`; without it they fail loudly.
+pub async fn emulator() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
+        "AWS_ENDPOINT_URL must point at moto's server on 127.0.0.1 (run scripts/test), got {endpoint:?}"
+    );
+    aws_config::load_from_env().await
+}
+
+/// A DynamoDB store on a fresh table of its own (tests run in parallel).
+pub async fn dynamo_store() -> DynamoStore {
+    let conf = emulator().await;
+    let client = DynamoClient::new(&conf);
+    let table = format!("pipes-test-{}", uuid_like());
+    dynamo::create_table(&client, &table).await.unwrap();
+    DynamoStore::new(client, table)
+}
+
+/// An embedded store in a temporary data dir (kept alive by the returned guard).
+pub fn embedded_store() -> (EmbeddedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (EmbeddedStore::open(&dir.path().join("data")).unwrap(), dir)
+}
+
+fn uuid_like() -> String {
+    pipes_core::random::base62(12).to_lowercase()
+}
+
+/// The router under test with one App and its key.
+#[derive(Debug)]
+pub struct TestApp {
+    pub router: axum::Router,
+    pub store: Arc<dyn Store>,
+    pub clock: ManualClock,
+    pub app: App,
+    pub key: AppKey,
+}
+
+pub const BASE_URL: &str = "https://connect.pipes.test";
+
+impl TestApp {
+    pub async fn spawn(store: Arc<dyn Store>) -> Self {
+        Self::spawn_with_origins(store, &[]).await
+    }
+
+    pub async fn spawn_with_origins(store: Arc<dyn Store>, origins: &[&str]) -> Self {
+        let clock = ManualClock::new();
+        let origins: Vec<String> = origins.iter().map(|s| s.to_string()).collect();
+        let slug = format!("acme-{}", uuid_like());
+        let created = admin::create_app(&*store, clock.now(), &slug, "Acme CRM", &origins)
+            .await
+            .unwrap();
+        let state = ApiState {
+            store: Arc::clone(&store),
+            clock: Arc::new(clock.clone()),
+            public_base_url: PublicBaseUrl::parse(BASE_URL).unwrap(),
+        };
+        Self {
+            router: pipes_http::local_router(state),
+            store,
+            clock,
+            app: created.app,
+            key: created.key,
+        }
+    }
+
+    /// A second App on the same store, with its key.
+    pub async fn other_app(&self) -> (App, AppKey) {
+        let slug = format!("other-{}", uuid_like());
+        let c = admin::create_app(&*self.store, self.clock.now(), &slug, "Other", &[])
+            .await
+            .unwrap();
+        (c.app, c.key)
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> TestResponse {
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        TestResponse {
+            status,
+            headers,
+            body: bytes.to_vec(),
+        }
+    }
+
+    pub fn authed(&self, method: Method, uri: &str) -> http::request::Builder {
+        Request::builder().method(method).uri(uri).header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", self.key.expose()),
+        )
+    }
+
+    pub async fn issue(&self, body: Value) -> TestResponse {
+        let req = self
+            .authed(Method::POST, "/v1/apps/token")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn get_session(&self, id: &str) -> TestResponse {
+        let req = self
+            .authed(Method::GET, &format!("/v1/sessions/{id}"))
+            .body(Body::empty())
+            .unwrap();
+        self.send(req).await
+    }
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The error code of an API.md error body, asserting the body's shape.
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        assert!(
+            v["error"]["message"].is_string(),
+            "error body without message: {v}"
+        );
+        v["error"]["code"].as_str().expect("error.code").to_owned()
+    }
+}
+
+/// Captures everything logged at any level while `f` runs, for secret-leak checks.
+#[derive(Debug, Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// A subscriber writing every event and span field, TRACE and up, into this capture.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let sink = self.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! One contract suite for every `Store` implementation: each case runs unchanged on the
+//! embedded SQLite store and on DynamoDB (moto's server).
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use pipes_core::session::{Abandon, AbandonEvent, SessionFailure};
+use pipes_core::usecases::admin;
+use pipes_core::{
+    AppId, AppKey, Clock, KeyId, Metadata, RedirectUrl, SecretHash, SessionId, SessionStatus,
+    SignupSession, SignupToken, Slug, Store, StoreError, SystemClock,
+};
+use serde_json::json;
+
+fn session(app: &AppId) -> (SignupSession, SignupToken) {
+    let token = SignupToken::generate();
+    let now = SystemClock.now();
+    let s = SignupSession {
+        id: SessionId::generate(),
+        app_id: app.clone(),
+        token_hash: token.hash(),
+        status: SessionStatus::Pending,
+        redirect_url: RedirectUrl::parse("https://partner.example/done?x=1", &[]).unwrap(),
+        metadata: Metadata::parse(json!({"partnerId": "p_123", "nested": {"a": [1, 2]}})).unwrap(),
+        created_at: now,
+        expires_at: now + Duration::hours(24),
+        completed_at: None,
+        phone_number_id: None,
+        error: None,
+        abandons: Vec::new(),
+    };
+    (s, token)
+}
+
+async fn new_app(store: &dyn Store, slug: &str) -> admin::CreatedApp {
+    admin::create_app(
+        store,
+        SystemClock.now(),
+        slug,
+        "Acme CRM",
+        &["https://partner.example".into()],
+    )
+    .await
+    .unwrap()
+}
+
+pub async fn apps_are_found_by_id_slug_and_key(store: Arc<dyn Store>) {
+    let created = new_app(&*store, "acme").await;
+    let app = &created.app;
+    assert_eq!(store.app(&app.id).await.unwrap().as_ref(), Some(app));
+    assert_eq!(
+        store
+            .app_by_slug(&Slug::parse("acme").unwrap())
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(app)
+    );
+    assert_eq!(
+        store
+            .app_for_key(&created.key.hash())
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(app)
+    );
+    assert_eq!(store.app(&AppId::generate()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .app_by_slug(&Slug::parse("nobody").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.app_for_key(&AppKey::generate().hash()).await.unwrap(),
+        None
+    );
+    let listed = store.list_apps().await.unwrap();
+    assert_eq!(listed, vec![app.clone()]);
+}
+
+pub async fn a_taken_slug_is_refused_and_changes_nothing(store: Arc<dyn Store>) {
+    let first = new_app(&*store, "acme").await;
+    let second = admin::create_app(&*store, SystemClock.now(), "acme", "Impostor", &[]).await;
+    assert!(
+        matches!(second, Err(admin::AdminError::SlugTaken)),
+        "{second:?}"
+    );
+    let by_slug = store
+        .app_by_slug(&Slug::parse("acme").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        by_slug.map(|a| a.name.as_str().to_owned()),
+        Some("Acme CRM".into())
+    );
+    assert_eq!(store.list_apps().await.unwrap().len(), 1);
+    assert_eq!(store.list_keys(&first.app.id).await.unwrap().len(), 1);
+}
+
+pub async fn keys_rotate_and_revoke(store: Arc<dyn Store>) {
+    let created = new_app(&*store, "acme").await;
+    let app = created.app.clone();
+    let second = admin::create_key(&*store, SystemClock.now(), &app)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .app_for_key(&second.key.hash())
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&app)
+    );
+
+    let keys = store.list_keys(&app.id).await.unwrap();
+    let ids: Vec<&KeyId> = keys.iter().map(|k| &k.key_id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&&created.key_id) && ids.contains(&&second.key_id));
+
+    let at = SystemClock.now();
+    assert!(
+        store
+            .revoke_key(&app.id, &created.key_id, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.app_for_key(&created.key.hash()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .app_for_key(&second.key.hash())
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&app)
+    );
+
+    // Revoking again keeps the first revocation time.
+    let later = at + Duration::minutes(5);
+    assert!(
+        store
+            .revoke_key(&app.id, &created.key_id, later)
+            .await
+            .unwrap()
+    );
+    let revoked = store.list_keys(&app.id).await.unwrap();
+    let first = revoked.iter().find(|k| k.key_id == created.key_id).unwrap();
+    assert_eq!(first.revoked_at, Some(at));
+
+    assert!(
+        !store
+            .revoke_key(&app.id, &KeyId::generate(), at)
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn another_apps_key_cannot_be_revoked_through_this_app(store: Arc<dyn Store>) {
+    let a = new_app(&*store, "acme").await;
+    let b = new_app(&*store, "bravo").await;
+    assert!(
+        !store
+            .revoke_key(&a.app.id, &b.key_id, SystemClock.now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.app_for_key(&b.key.hash()).await.unwrap(), Some(b.app));
+}
+
+pub async fn a_key_for_an_unknown_app_is_refused(store: Arc<dyn Store>) {
+    let ghost = new_app(&*store, "acme").await.app;
+    let mut unknown = ghost.clone();
+    unknown.id = AppId::generate();
+    let res = admin::create_key(&*store, SystemClock.now(), &unknown).await;
+    assert!(
+        matches!(res, Err(admin::AdminError::AppNotFound)),
+        "{res:?}"
+    );
+    assert_eq!(store.list_keys(&unknown.id).await.unwrap(), vec![]);
+}
+
+pub async fn sessions_round_trip_by_id_and_token(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let (mut s, token) = session(&app.id);
+    s.abandons.push(Abandon {
+        at: s.created_at,
+        event: AbandonEvent::Cancel,
+        step: Some("PHONE_NUMBER_SETUP".into()),
+        error_code: None,
+        error_message: None,
+        meta_session_id: None,
+    });
+    s.error = Some(SessionFailure {
+        code: "meta_validation_failed".into(),
+        message: "m".into(),
+    });
+    store.insert_session(&s).await.unwrap();
+    assert_eq!(store.session(&s.id).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store.session_by_token(&token.hash()).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(store.session(&SessionId::generate()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .session_by_token(&SignupToken::generate().hash())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn a_session_id_or_token_is_never_stored_twice(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let (s, _) = session(&app.id);
+    store.insert_session(&s).await.unwrap();
+
+    let (mut same_token, _) = session(&app.id);
+    same_token.token_hash = s.token_hash.clone();
+    let res = store.insert_session(&same_token).await;
+    assert!(matches!(res, Err(StoreError::Conflict(_))), "{res:?}");
+    assert_eq!(store.session(&same_token.id).await.unwrap(), None);
+
+    let (mut same_id, _) = session(&app.id);
+    same_id.id = s.id.clone();
+    let res = store.insert_session(&same_id).await;
+    assert!(matches!(res, Err(StoreError::Conflict(_))), "{res:?}");
+    assert_eq!(
+        store.session_by_token(&same_id.token_hash).await.unwrap(),
+        None
+    );
+    assert_eq!(store.session(&s.id).await.unwrap(), Some(s));
+}
+
+pub async fn hashes_are_looked_up_exactly(store: Arc<dyn Store>) {
+    let created = new_app(&*store, "acme").await;
+    let near = SecretHash::of(&format!("{} ", created.key.expose()));
+    assert_eq!(store.app_for_key(&near).await.unwrap(), None);
+}
+
+/// Runs every contract case against stores made by `$make` (an async expression).
+macro_rules! contract_suite {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            contract_suite!(@cases $make;
+                apps_are_found_by_id_slug_and_key,
+                a_taken_slug_is_refused_and_changes_nothing,
+                keys_rotate_and_revoke,
+                another_apps_key_cannot_be_revoked_through_this_app,
+                a_key_for_an_unknown_app_is_refused,
+                sessions_round_trip_by_id_and_token,
+                a_session_id_or_token_is_never_stored_twice,
+                hashes_are_looked_up_exactly,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (store, _guard) = $make;
+                crate::contract::$case(store).await;
+            }
+        )*
+    };
+}
+
+mod on {
+    use std::sync::Arc;
+
+    use pipes_core::Store;
+
+    contract_suite!(embedded, {
+        let (store, dir) = pipes_tests::embedded_store();
+        (Arc::new(store) as Arc<dyn Store>, Some(dir))
+    });
+
+    contract_suite!(dynamodb, {
+        let store = pipes_tests::dynamo_store().await;
+        (Arc::new(store) as Arc<dyn Store>, None::<tempfile::TempDir>)
+    });
+}

@@ -1,0 +1,8 @@
+//! The integration tests, in one binary: the store contract suite on both stores, the
+//! partner API over HTTP, the Lambda sample events, and secrets at rest.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod contract;
+mod events;
+mod secrets_at_rest;

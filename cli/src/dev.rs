@@ -36,6 +36,7 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
     println!("Pipes.bot dev server listening on http://{addr}");
     println!("data dir: {}", data_dir.display());
     announce_demo_app(&store, addr).await?;
+    println!("ready (Ctrl-C stops)");
 
     let state = ApiState {
         store: Arc::new(store),

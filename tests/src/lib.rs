@@ -208,3 +208,32 @@ impl std::io::Write for LogCapture {
         Ok(())
     }
 }
+
+/// Every row of every table of an embedded store's database, as text: what a person
+/// with the file would see. Used to prove bad requests change nothing and that no
+/// plaintext secret is stored.
+pub fn raw_rows(db: &std::path::Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut out = String::new();
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let cols = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            out.push_str(&table);
+            for i in 0..cols {
+                let v: rusqlite::types::Value = row.get(i).unwrap();
+                out.push_str(&format!(" | {v:?}"));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}

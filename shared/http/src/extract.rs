@@ -61,15 +61,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parses `bytes` as `T`; errors name the field and what was expected.
+/// Parses `bytes` as a JSON object of type `T`; errors name the field and what was
+/// expected (serde would otherwise also accept an array for a struct).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let inner = e.inner();
-        if !inner.is_data() {
-            return ApiError::invalid("body", "is not valid JSON");
-        }
-        let text = inner.to_string();
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|_| ApiError::invalid("body", "is not valid JSON"))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("body", "expected a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let text = e.inner().to_string();
         let path = e.path().to_string();
         if let Some(field) = text
             .strip_prefix("missing field `")

@@ -1,0 +1,367 @@
+//! The `pipes` binary as a newcomer uses it: `pipes dev` on a data dir, the admin
+//! commands beside a running server, restarts, and concurrent load on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const PIPES: &str = env!("CARGO_BIN_EXE_pipes");
+
+/// A running `pipes dev`, killed (SIGKILL, no chance to flush) when dropped.
+struct DevServer {
+    child: Child,
+    base: String,
+    /// The demo App's key when this start created it.
+    demo_key: Option<String>,
+    lines: Vec<String>,
+}
+
+impl DevServer {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(PIPES)
+            .args(["dev", "--port", "0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("PUBLIC_BASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        while !lines.iter().any(|l: &String| l.starts_with("ready")) {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("pipes dev printed no banner: {lines:?}"));
+            lines.push(line);
+        }
+        let base = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("Pipes.bot dev server listening on "))
+            .expect("listening line")
+            .to_owned();
+        let demo_key = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("app key: "))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned());
+        Self {
+            child,
+            base,
+            demo_key,
+            lines,
+        }
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pipes(args: &[&str], data_dir: &Path) -> std::process::Output {
+    Command::new(PIPES)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("PIPES_TABLE")
+        .output()
+        .unwrap()
+}
+
+fn stdout_json(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "--json prints exactly one line: {text}"
+    );
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn issue(client: &reqwest::Client, base: &str, key: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/v1/apps/token"))
+        .bearer_auth(key)
+        .json(&json!({"redirectUrl": "http://localhost:8080/done", "metadata": {"n": 1}}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_walkthrough_works_and_sessions_survive_a_hard_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let server = DevServer::start(dir.path());
+    let key = server
+        .demo_key
+        .clone()
+        .expect("first start prints the demo key");
+    assert!(
+        server.lines.iter().any(|l| l.contains("curl -s -X POST")),
+        "{:?}",
+        server.lines
+    );
+
+    let res = issue(&client, &server.base, &key).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(
+        v["signupUrl"].as_str().unwrap(),
+        format!(
+            "{}/apps/demo?token={}",
+            server.base,
+            v["token"].as_str().unwrap()
+        )
+    );
+    let session_id = v["sessionId"].as_str().unwrap().to_owned();
+    drop(server); // SIGKILL: what was acknowledged must already be on disk.
+
+    let server = DevServer::start(dir.path());
+    assert_eq!(server.demo_key, None, "the key is shown once only");
+    let res = client
+        .get(format!("{}/v1/sessions/{session_id}", server.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let s: Value = res.json().await.unwrap();
+    assert_eq!(s["status"], "pending");
+    assert_eq!(s["metadata"], json!({"n": 1}));
+    let health = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+}
+
+#[tokio::test]
+async fn admin_commands_work_beside_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let server = DevServer::start(dir.path());
+
+    let created = stdout_json(&pipes(
+        &[
+            "apps",
+            "create",
+            "--slug",
+            "acme",
+            "--name",
+            "Acme CRM",
+            "--redirect-origin",
+            "https://partner.example",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(created["slug"], "acme");
+    assert_eq!(created["name"], "Acme CRM");
+    assert!(created["appId"].as_str().unwrap().starts_with("app_"));
+    let first_key = created["appKey"].as_str().unwrap().to_owned();
+    let obj = created.as_object().unwrap();
+    assert_eq!(obj.len(), 4, "exactly appId, slug, name, appKey: {created}");
+
+    // The running server sees the App at once; its origin allow-list applies.
+    assert_eq!(issue(&client, &server.base, &first_key).await.status(), 400);
+    let ok = client
+        .post(format!("{}/v1/apps/token", server.base))
+        .bearer_auth(&first_key)
+        .json(&json!({"redirectUrl": "https://partner.example/done"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    // Rotation: a second key works, then the first is revoked and stops at once.
+    let second = stdout_json(&pipes(
+        &["apps", "keys", "create", "--app", "acme", "--json"],
+        dir.path(),
+    ));
+    let second_key = second["appKey"].as_str().unwrap().to_owned();
+    let keys = stdout_json(&pipes(
+        &["apps", "keys", "list", "--app", "acme", "--json"],
+        dir.path(),
+    ));
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let first_id = keys.iter().find(|k| k["keyId"] != second["keyId"]).unwrap()["keyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = pipes(
+        &[
+            "apps", "keys", "revoke", "--app", "acme", "--key-id", &first_id,
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ping = |key: String| {
+        let client = client.clone();
+        let url = format!("{}/v1/sessions/ses_AAAAAAAAAAAAAAAAAAAA", server.base);
+        async move {
+            client
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(ping(first_key).await, 401);
+    assert_eq!(ping(second_key).await, 404);
+
+    let listed = stdout_json(&pipes(&["apps", "list", "--json"], dir.path()));
+    let slugs: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["demo", "acme"]);
+}
+
+#[tokio::test]
+async fn admin_mistakes_are_reported_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = pipes(
+        &["apps", "create", "--slug", "acme", "--name", "Acme"],
+        dir.path(),
+    );
+    assert!(ok.status.success());
+    for (args, says) in [
+        (
+            vec!["apps", "create", "--slug", "acme", "--name", "Again"],
+            "slug is already taken",
+        ),
+        (
+            vec!["apps", "create", "--slug", "Bad Slug", "--name", "X"],
+            "invalid slug",
+        ),
+        (
+            vec![
+                "apps",
+                "create",
+                "--slug",
+                "ok-slug",
+                "--name",
+                "X",
+                "--redirect-origin",
+                "http://evil.example",
+            ],
+            "invalid redirect origin",
+        ),
+        (
+            vec!["apps", "keys", "create", "--app", "nobody"],
+            "no such App",
+        ),
+        (
+            vec![
+                "apps",
+                "keys",
+                "revoke",
+                "--app",
+                "acme",
+                "--key-id",
+                "key_AAAAAAAAAAAAAAAA",
+            ],
+            "no such key",
+        ),
+    ] {
+        let out = pipes(&args, dir.path());
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let listed = stdout_json(&pipes(&["apps", "list", "--json"], dir.path()));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_token_requests_all_succeed_with_distinct_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(dir.path());
+    let key = server.demo_key.clone().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let requests = (0..200).map(|_| {
+        let (client, base, key) = (client.clone(), server.base.clone(), key.clone());
+        tokio::spawn(async move {
+            let res = issue(&client, &base, &key).await;
+            assert_eq!(res.status(), 200);
+            let v: Value = res.json().await.unwrap();
+            (
+                v["token"].as_str().unwrap().to_owned(),
+                v["sessionId"].as_str().unwrap().to_owned(),
+            )
+        })
+    });
+    let results: Vec<(String, String)> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let tokens: std::collections::HashSet<_> = results.iter().map(|r| &r.0).collect();
+    let sessions: std::collections::HashSet<_> = results.iter().map(|r| &r.1).collect();
+    assert_eq!((tokens.len(), sessions.len()), (200, 200));
+}
+
+#[tokio::test]
+async fn admin_commands_work_on_dynamodb() {
+    let store = pipes_tests::dynamo_store().await;
+    let table = store.table().to_owned();
+    let run = |args: &[&str]| {
+        Command::new(PIPES)
+            .args(args)
+            .args(["--table", &table])
+            .env("RUST_LOG", "warn")
+            .env_remove("PIPES_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let created = stdout_json(&run(&[
+        "apps", "create", "--slug", "acme", "--name", "Acme", "--json",
+    ]));
+    let key = created["appKey"].as_str().unwrap();
+    let app =
+        pipes_core::AppStore::app_for_key(&store, &pipes_core::AppKey::parse(key).unwrap().hash())
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(app.id.as_str(), created["appId"].as_str().unwrap());
+    let listed = stdout_json(&run(&["apps", "list", "--json"]));
+    assert_eq!(listed[0]["slug"], "acme");
+}

@@ -2,6 +2,8 @@
 //! an in-process app with request helpers, a clock tests can move, and log capture.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod runtime_api;
+
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::Client as DynamoClient;
@@ -188,14 +190,25 @@ impl LogCapture {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 
-    /// A subscriber writing every event and span field, TRACE and up, into this capture.
-    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
-        let sink = self.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || sink.clone())
-            .finish()
+    /// The process-wide capture: installed once as the global subscriber, TRACE and up,
+    /// with every span field. Global rather than per-test because tracing caches
+    /// callsite interest across threads, which makes thread-local capture miss events
+    /// while other tests run; a global one sees every test's logs, which only makes a
+    /// leak check stricter.
+    pub fn global() -> &'static LogCapture {
+        static CAPTURE: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+        CAPTURE.get_or_init(|| {
+            let capture = LogCapture::default();
+            let sink = capture.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || sink.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the test binary");
+            capture
+        })
     }
 }
 

@@ -8,12 +8,16 @@ use pipes_core::SystemClock;
 use pipes_http::{ApiState, token_issuer_router};
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+/// Errors surface through anyhow so a failed cold start prints its cause plainly
+/// ("TABLE_NAME is not set") in the function's log.
+async fn main() -> anyhow::Result<()> {
     lambda_http::tracing::init_default_subscriber();
     let state = ApiState {
         public_base_url: config::public_base_url()?,
         store: Arc::new(config::dynamo_store().await?),
         clock: Arc::new(SystemClock),
     };
-    lambda_http::run(token_issuer_router(state)).await
+    lambda_http::run(token_issuer_router(state))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }

@@ -441,8 +441,7 @@ async fn a_callers_request_id_is_kept() {
 #[tokio::test]
 async fn logs_never_contain_tokens_or_app_keys() {
     let f = Fixture::new().await;
-    let logs = LogCapture::default();
-    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    let logs = LogCapture::global();
     let v = f.t.issue(ok_body()).await.json();
     let token = v["token"].as_str().unwrap().to_owned();
     f.t.get_session(v["sessionId"].as_str().unwrap()).await;

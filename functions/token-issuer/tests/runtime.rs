@@ -1,0 +1,85 @@
+//! The real `token-issuer` bootstrap binary, run against a local Lambda Runtime API with
+//! the sample events and DynamoDB on moto's server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use pipes_core::usecases::admin;
+use pipes_core::{Clock, SystemClock};
+use pipes_tests::runtime_api::{LambdaHarness, Outcome};
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_token-issuer");
+const POST_TOKEN: &str = include_str!("../../../events/token-issuer/post-apps-token.json");
+const GET_SESSION: &str = include_str!("../../../events/token-issuer/get-session.json");
+const SAMPLE_KEY: &str = "ak_SAMPLEsampleSAMPLEsampleSAMPLE00";
+const SAMPLE_SESSION: &str = "ses_SAMPLEsampleSAMPLE00";
+
+fn response(outcome: Outcome) -> (u64, Value) {
+    match outcome {
+        Outcome::Response { body, .. } => {
+            let status = body["statusCode"].as_u64().unwrap();
+            let inner = serde_json::from_str(body["body"].as_str().unwrap()).unwrap();
+            (status, inner)
+        }
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_bootstrap_answers_the_sample_events_from_dynamodb() {
+    let store = pipes_tests::dynamo_store().await;
+    let created = admin::create_app(&store, SystemClock.now(), "acme", "Acme", &[])
+        .await
+        .unwrap();
+    let key = created.key.expose();
+
+    let mut lambda = LambdaHarness::start().await;
+    lambda.spawn(
+        Path::new(BINARY),
+        &[
+            ("TABLE_NAME", store.table()),
+            ("PUBLIC_BASE_URL", "https://connect.pipes.test"),
+        ],
+    );
+    let event: Value = serde_json::from_str(&POST_TOKEN.replace(SAMPLE_KEY, key)).unwrap();
+    let (status, issued) = response(lambda.invoke(event).await);
+    assert_eq!(status, 200, "{issued}");
+    let token = issued["token"].as_str().unwrap();
+    assert_eq!(
+        issued["signupUrl"],
+        format!("https://connect.pipes.test/apps/acme?token={token}")
+    );
+
+    let session_id = issued["sessionId"].as_str().unwrap();
+    let event = GET_SESSION
+        .replace(SAMPLE_KEY, key)
+        .replace(SAMPLE_SESSION, session_id);
+    let (status, session) = response(lambda.invoke(serde_json::from_str(&event).unwrap()).await);
+    assert_eq!(status, 200, "{session}");
+    assert_eq!(session["status"], "pending");
+    assert_eq!(session["metadata"]["partnerId"], "p_123");
+
+    // The placeholder key in the sample is not a real key.
+    let (status, err) = response(
+        lambda
+            .invoke(serde_json::from_str(POST_TOKEN).unwrap())
+            .await,
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+}
+
+#[tokio::test]
+async fn a_missing_setting_fails_the_cold_start_loudly() {
+    let mut lambda = LambdaHarness::start().await;
+    lambda.spawn(
+        Path::new(BINARY),
+        &[("PUBLIC_BASE_URL", "https://connect.pipes.test")],
+    );
+    let (status, stderr) = lambda.wait_exit();
+    assert!(!status.success());
+    assert!(stderr.contains("TABLE_NAME is not set"), "{stderr}");
+}

@@ -1,0 +1,199 @@
+//! A Lambda Runtime API on 127.0.0.1, enough to run a function's real bootstrap binary
+//! against the sample events (what `sam local invoke` does, without Docker).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+
+#[derive(Debug, Clone)]
+struct Shared {
+    pending: Arc<Mutex<VecDeque<(String, Value)>>>,
+    ready: Arc<Notify>,
+    results: mpsc::UnboundedSender<Outcome>,
+}
+
+/// What the function answered for one invocation.
+#[derive(Debug)]
+pub enum Outcome {
+    Response { request_id: String, body: Value },
+    Error { request_id: String, body: Value },
+    InitError(Value),
+}
+
+/// The Runtime API and the function process it serves.
+#[derive(Debug)]
+pub struct LambdaHarness {
+    pub addr: SocketAddr,
+    shared: Shared,
+    results: mpsc::UnboundedReceiver<Outcome>,
+    child: Option<Child>,
+    next_id: u64,
+}
+
+async fn next(State(s): State<Shared>) -> impl IntoResponse {
+    loop {
+        let popped = s
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        if let Some((id, event)) = popped {
+            let mut headers = HeaderMap::new();
+            let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+            headers.insert(
+                "lambda-runtime-aws-request-id",
+                id.parse().unwrap_or_else(|_| unreachable!()),
+            );
+            headers.insert(
+                "lambda-runtime-deadline-ms",
+                deadline
+                    .to_string()
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+            );
+            headers.insert(
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:123456789012:function:test"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+            );
+            headers.insert(
+                "lambda-runtime-trace-id",
+                "Root=1-00000000-000000000000000000000000"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+            );
+            return (StatusCode::OK, headers, event.to_string());
+        }
+        s.ready.notified().await;
+    }
+}
+
+async fn response(
+    State(s): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    body: String,
+) -> StatusCode {
+    let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    let _ = s.results.send(Outcome::Response {
+        request_id: id,
+        body,
+    });
+    StatusCode::ACCEPTED
+}
+
+async fn error(State(s): State<Shared>, UrlPath(id): UrlPath<String>, body: String) -> StatusCode {
+    let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    let _ = s.results.send(Outcome::Error {
+        request_id: id,
+        body,
+    });
+    StatusCode::ACCEPTED
+}
+
+async fn init_error(State(s): State<Shared>, body: String) -> StatusCode {
+    let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    let _ = s.results.send(Outcome::InitError(body));
+    StatusCode::ACCEPTED
+}
+
+impl LambdaHarness {
+    pub async fn start() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            pending: Arc::default(),
+            ready: Arc::default(),
+            results: tx,
+        };
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            addr,
+            shared,
+            results: rx,
+            child: None,
+            next_id: 0,
+        }
+    }
+
+    /// Starts the function binary with the Lambda environment plus `env`.
+    pub fn spawn(&mut self, binary: &Path, env: &[(&str, &str)]) {
+        let mut cmd = Command::new(binary);
+        cmd.env("AWS_LAMBDA_RUNTIME_API", self.addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "test")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/test")
+            .env_remove("TABLE_NAME")
+            .env_remove("PUBLIC_BASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn the function"));
+    }
+
+    /// Invokes the function with `event` and returns what it answered.
+    pub async fn invoke(&mut self, event: Value) -> Outcome {
+        self.next_id += 1;
+        let id = format!("req-{}", self.next_id);
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((id, event));
+        self.shared.ready.notify_waiters();
+        self.outcome().await
+    }
+
+    pub async fn outcome(&mut self) -> Outcome {
+        tokio::time::timeout(Duration::from_secs(60), self.results.recv())
+            .await
+            .expect("the function answered within 60 s")
+            .expect("runtime API open")
+    }
+
+    /// Waits for the process to exit; returns its status and stderr.
+    pub fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
+        let child = self.child.take().expect("spawned");
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for LambdaHarness {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -250,3 +250,33 @@ pub fn raw_rows(db: &std::path::Path) -> String {
     }
     out
 }
+
+/// A freshly signed-up number record, as CompleteSignup would store it.
+pub fn sample_number(
+    app: &pipes_core::AppId,
+    phone: &str,
+    session: &pipes_core::SessionId,
+    now: DateTime<Utc>,
+) -> pipes_core::Number {
+    use pipes_core::number::{Profile, SetupState, TokenInfo};
+    pipes_core::Number {
+        phone_number_id: pipes_core::PhoneNumberId::parse(phone).unwrap(),
+        app_id: app.clone(),
+        waba_id: pipes_core::WabaId::parse("2000000000001").unwrap(),
+        business_id: None,
+        profile: Profile {
+            display_phone_number: Some("+1 555-010-0000".into()),
+            ..Profile::default()
+        },
+        health: pipes_core::Health::pending(now),
+        setup: SetupState::default(),
+        token: TokenInfo::default(),
+        sealed_token: None,
+        sealed_pin: None,
+        session_id: session.clone(),
+        metadata: pipes_core::Metadata::default(),
+        connected_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}

@@ -17,14 +17,18 @@ use std::collections::HashMap;
 use crate::codec::{from_json, to_json};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Duration, Utc};
+use pipes_core::ports::{
+    Claim, CompletionError, MAX_ABANDONS, NumberStore, Release, SignupCompletion,
+};
 use pipes_core::session::{Abandon, SessionFailure};
 use pipes_core::{
-    App, AppId, AppKeyRecord, AppName, AppStore, KeyId, Metadata, RedirectOrigin, RedirectUrl,
-    SecretHash, SessionId, SessionStatus, SessionStore, SignupSession, Slug, StoreError,
+    App, AppId, AppKeyRecord, AppName, AppStore, HealthEvent, KeyId, Metadata, Number,
+    PhoneNumberId, RedirectOrigin, RedirectUrl, SecretHash, SessionId, SessionStatus, SessionStore,
+    SignupSession, Slug, StoreError,
 };
 
 /// How long a session stays readable (`GET /v1/sessions/{id}` says `expired`) after it
@@ -86,6 +90,13 @@ impl DynamoStore {
         items: Vec<TransactWriteItem>,
         on_condition: impl Fn(usize) -> StoreError,
     ) -> Result<(), StoreError> {
+        self.transact_raw(items)
+            .await
+            .map_err(|e| e.either(on_condition))
+    }
+
+    /// Runs a transaction; `Refused(i)` names the first item whose condition failed.
+    async fn transact_raw(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactFailure> {
         let res = self
             .client
             .transact_write_items()
@@ -100,14 +111,28 @@ impl DynamoStore {
                         .cancellation_reasons()
                         .iter()
                         .position(|r| r.code() == Some("ConditionalCheckFailed"));
-                    match failed {
-                        Some(i) => Err(on_condition(i)),
-                        None => Err(StoreError::unavailable(c)),
-                    }
+                    Err(match failed {
+                        Some(i) => TransactFailure::Refused(i),
+                        None => TransactFailure::Store(StoreError::unavailable(c)),
+                    })
                 }
-                other => Err(StoreError::unavailable(other)),
+                other => Err(TransactFailure::Store(StoreError::unavailable(other))),
             },
-            Err(e) => Err(StoreError::unavailable(e)),
+            Err(e) => Err(TransactFailure::Store(StoreError::unavailable(e))),
+        }
+    }
+}
+
+enum TransactFailure {
+    Refused(usize),
+    Store(StoreError),
+}
+
+impl TransactFailure {
+    fn either(self, on_condition: impl Fn(usize) -> StoreError) -> StoreError {
+        match self {
+            Self::Refused(i) => on_condition(i),
+            Self::Store(e) => e,
         }
     }
 }
@@ -233,7 +258,15 @@ fn session_item(ses: &SignupSession) -> Result<Item, StoreError> {
         ("metadata".into(), s(to_json(&ses.metadata)?)),
         ("createdAt".into(), n(ses.created_at.timestamp_millis())),
         ("expiresAt".into(), n(ses.expires_at.timestamp_millis())),
-        ("abandons".into(), s(to_json(&ses.abandons)?)),
+        (
+            "abandons".into(),
+            AttributeValue::L(
+                ses.abandons
+                    .iter()
+                    .map(|a| to_json(a).map(s))
+                    .collect::<Result<_, _>>()?,
+            ),
+        ),
         ("ttl".into(), n(ttl)),
     ]);
     if let Some(t) = ses.completed_at {
@@ -266,8 +299,25 @@ fn session_from(item: &Item) -> Result<SignupSession, StoreError> {
             .opt_str("error")?
             .map(|e| from_json::<SessionFailure>("error", e))
             .transpose()?,
-        abandons: a.json::<Vec<Abandon>>("abandons")?,
+        abandons: match item.get("abandons") {
+            Some(AttributeValue::L(list)) => list
+                .iter()
+                .map(|v| match v {
+                    AttributeValue::S(j) => from_json::<Abandon>("abandons", j),
+                    _ => Err(corrupt("abandons")),
+                })
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+            Some(_) => return Err(corrupt("abandons")),
+        },
     })
+}
+
+/// Whether an SDK error is a refused condition (the write did not happen).
+fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error()
+        .and_then(ProvideErrorMetadata::code)
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
 #[async_trait]
@@ -457,6 +507,277 @@ impl SessionStore for DynamoStore {
         let id =
             SessionId::parse(Attrs(&item).str("sessionId")?).ok_or_else(|| corrupt("sessionId"))?;
         self.session(&id).await
+    }
+
+    async fn claim_session(
+        &self,
+        token_hash: &SecretHash,
+        claim_id: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Claim, StoreError> {
+        let Some(session) = self.session_by_token(token_hash).await? else {
+            return Ok(Claim::NotFound);
+        };
+        // Cheap answers first; the conditional write below is what decides races.
+        if let Some(verdict @ (Claim::Expired | Claim::Used)) =
+            crate::embedded::claim_verdict(&session, now, true)
+        {
+            return Ok(verdict);
+        }
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SES#{}", session.id)))
+            .key("sk", s("SES"))
+            .update_expression("SET #s = :completing, #c = :claim, #u = :until")
+            .condition_expression(
+                "(#s IN (:pending, :failed) OR (#s = :completing AND #u < :now)) AND #e > :now",
+            )
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#c", "claimId")
+            .expression_attribute_names("#u", "claimUntil")
+            .expression_attribute_names("#e", "expiresAt")
+            .expression_attribute_values(":completing", s("completing"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":claim", s(claim_id))
+            .expression_attribute_values(":until", n(lease_until.timestamp_millis()))
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                let item = out.attributes.ok_or_else(|| corrupt("claimed session"))?;
+                Ok(Claim::Won(Box::new(session_from(&item)?)))
+            }
+            Err(e) if is_condition_failure(&e) => {
+                let Some(current) = self.session(&session.id).await? else {
+                    return Ok(Claim::NotFound);
+                };
+                Ok(crate::embedded::claim_verdict(&current, now, false).unwrap_or(Claim::Held))
+            }
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+
+    async fn release_claim(
+        &self,
+        id: &SessionId,
+        claim_id: &str,
+        release: &Release,
+    ) -> Result<bool, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SES#{id}")))
+            .key("sk", s("SES"))
+            .condition_expression("#c = :claim")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#c", "claimId")
+            .expression_attribute_names("#u", "claimUntil")
+            .expression_attribute_names("#err", "error")
+            .expression_attribute_values(":claim", s(claim_id))
+            .expression_attribute_values(":status", s(release.status.as_str()));
+        update = match &release.error {
+            Some(e) => update
+                .update_expression("SET #s = :status, #err = :err REMOVE #c, #u")
+                .expression_attribute_values(":err", s(to_json(e)?)),
+            None => update.update_expression("SET #s = :status REMOVE #c, #u, #err"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+
+    async fn record_abandon(&self, id: &SessionId, abandon: &Abandon) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SES#{id}")))
+            .key("sk", s("SES"))
+            .update_expression("SET #a = list_append(#a, :new)")
+            .condition_expression("attribute_exists(#pk) AND #s <> :completed AND size(#a) < :max")
+            .expression_attribute_names("#a", "abandons")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_values(":new", AttributeValue::L(vec![s(to_json(abandon)?)]))
+            .expression_attribute_values(":completed", s("completed"))
+            .expression_attribute_values(":max", n(MAX_ABANDONS as i64))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+}
+
+fn number_sk(phone: &PhoneNumberId) -> String {
+    format!("NUM#{phone}")
+}
+
+/// Due numbers are spread over this many GSI partitions so the sweep's reads scale.
+pub const DUE_SHARDS: u32 = 16;
+
+fn due_shard(phone: &PhoneNumberId) -> String {
+    let h = phone
+        .as_str()
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("DUE#{:02}", h % DUE_SHARDS)
+}
+
+/// The number item: key, the attributes queries filter on, and the whole record.
+fn number_item(number: &Number) -> Result<Item, StoreError> {
+    let version = i64::try_from(number.version).map_err(|_| corrupt("version"))?;
+    let mut item: Item = HashMap::from([
+        ("pk".into(), s(app_pk(&number.app_id))),
+        ("sk".into(), s(number_sk(&number.phone_number_id))),
+        ("appId".into(), s(number.app_id.as_str())),
+        ("phoneNumberId".into(), s(number.phone_number_id.as_str())),
+        ("wabaId".into(), s(number.waba_id.as_str())),
+        ("status".into(), s(number.health.status.as_str())),
+        ("version".into(), n(version)),
+        ("record".into(), s(to_json(number)?)),
+    ]);
+    if let Some(due) = number.health.next_check_at {
+        item.insert("gsi1pk".into(), s(due_shard(&number.phone_number_id)));
+        item.insert(
+            "gsi1sk".into(),
+            s(format!(
+                "{:015}#{}#{}",
+                due.timestamp_millis(),
+                number.app_id,
+                number.phone_number_id
+            )),
+        );
+    }
+    Ok(item)
+}
+
+fn number_from(item: &Item) -> Result<Number, StoreError> {
+    from_json("number", Attrs(item).str("record")?)
+}
+
+fn history_item(number: &Number, event: &HealthEvent) -> Result<Item, StoreError> {
+    Ok(HashMap::from([
+        ("pk".into(), s(app_pk(&number.app_id))),
+        (
+            "sk".into(),
+            s(format!(
+                "HIST#{}#{:015}#{}",
+                number.phone_number_id,
+                event.at.timestamp_millis(),
+                pipes_core::random::base62(6)
+            )),
+        ),
+        ("event".into(), s(to_json(event)?)),
+    ]))
+}
+
+impl DynamoStore {
+    /// A put of the number item that succeeds only over the version that was read
+    /// (`None`: only if the App has no record of the number).
+    fn versioned_put(
+        &self,
+        number: &Number,
+        expected: Option<u64>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(number_item(number)?));
+        let put = match expected {
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", "pk"),
+            Some(v) => put
+                .condition_expression("#v = :expected")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(
+                    ":expected",
+                    n(i64::try_from(v).map_err(|_| corrupt("version"))?),
+                ),
+        };
+        Ok(TransactWriteItem::builder()
+            .put(put.build().map_err(StoreError::unavailable)?)
+            .build())
+    }
+}
+
+#[async_trait]
+impl NumberStore for DynamoStore {
+    async fn number(
+        &self,
+        app: &AppId,
+        phone: &PhoneNumberId,
+    ) -> Result<Option<Number>, StoreError> {
+        self.get(app_pk(app), &number_sk(phone))
+            .await?
+            .map(|i| number_from(&i))
+            .transpose()
+    }
+
+    async fn number_owner(&self, phone: &PhoneNumberId) -> Result<Option<AppId>, StoreError> {
+        self.get(format!("PHONE#{phone}"), "PHONE")
+            .await?
+            .map(|i| Attrs(&i).app_id())
+            .transpose()
+    }
+
+    async fn complete_signup(&self, done: &SignupCompletion) -> Result<(), CompletionError> {
+        let number = &done.number;
+        let session = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(format!("SES#{}", done.session_id)))
+            .key("sk", s("SES"))
+            .update_expression("SET #s = :completed, #ca = :at, #p = :phone REMOVE #c, #u, #err")
+            .condition_expression("#c = :claim")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#ca", "completedAt")
+            .expression_attribute_names("#p", "phoneNumberId")
+            .expression_attribute_names("#c", "claimId")
+            .expression_attribute_names("#u", "claimUntil")
+            .expression_attribute_names("#err", "error")
+            .expression_attribute_values(":completed", s("completed"))
+            .expression_attribute_values(":at", n(done.completed_at.timestamp_millis()))
+            .expression_attribute_values(":phone", s(number.phone_number_id.as_str()))
+            .expression_attribute_values(":claim", s(&done.claim_id))
+            .build()
+            .map_err(StoreError::unavailable)?;
+        let owner = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("PHONE#{}", number.phone_number_id)))
+            .item("sk", s("PHONE"))
+            .item("appId", s(number.app_id.as_str()))
+            .condition_expression("attribute_not_exists(#pk) OR #a = :app")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#a", "appId")
+            .expression_attribute_values(":app", s(number.app_id.as_str()))
+            .build()
+            .map_err(StoreError::unavailable)?;
+        let mut items = vec![
+            TransactWriteItem::builder().update(session).build(),
+            TransactWriteItem::builder().put(owner).build(),
+            self.versioned_put(number, done.expected_version)?,
+        ];
+        if let Some(event) = &done.history {
+            items.push(self.put(history_item(number, event)?)?);
+        }
+        match self.transact_raw(items).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Refused(0)) => Err(CompletionError::ClaimLost),
+            Err(TransactFailure::Refused(1)) => Err(CompletionError::OwnedByAnotherApp),
+            Err(TransactFailure::Refused(_)) => Err(CompletionError::NumberChanged),
+            Err(TransactFailure::Store(e)) => Err(e.into()),
+        }
     }
 }
 

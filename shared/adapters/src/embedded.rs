@@ -9,15 +9,20 @@ use std::time::Duration;
 use crate::codec::{from_json, to_json};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use pipes_core::ports::{
+    Claim, CompletionError, MAX_ABANDONS, NumberStore, Release, SignupCompletion,
+};
 use pipes_core::session::{Abandon, SessionFailure};
 use pipes_core::{
-    App, AppId, AppKeyRecord, AppName, AppStore, KeyId, Metadata, RedirectOrigin, RedirectUrl,
-    SecretHash, SessionId, SessionStatus, SessionStore, SignupSession, Slug, StoreError,
+    App, AppId, AppKeyRecord, AppName, AppStore, KeyId, Metadata, Number, PhoneNumberId,
+    RedirectOrigin, RedirectUrl, SecretHash, SessionId, SessionStatus, SessionStore, SignupSession,
+    Slug, StoreError,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE apps (
     id              TEXT PRIMARY KEY,
     slug            TEXT NOT NULL UNIQUE,
@@ -47,7 +52,45 @@ CREATE TABLE sessions (
     error           TEXT,
     abandons        TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE sessions ADD COLUMN claim_id TEXT;
+ALTER TABLE sessions ADD COLUMN claim_until INTEGER;
+CREATE TABLE numbers (
+    app_id          TEXT NOT NULL REFERENCES apps(id),
+    phone_number_id TEXT NOT NULL,
+    waba_id         TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    next_check_at   INTEGER,
+    version         INTEGER NOT NULL,
+    record          TEXT NOT NULL,
+    PRIMARY KEY (app_id, phone_number_id)
+);
+CREATE INDEX numbers_due ON numbers(next_check_at);
+CREATE INDEX numbers_by_waba ON numbers(waba_id);
+CREATE TABLE number_owners (
+    phone_number_id TEXT PRIMARY KEY,
+    app_id          TEXT NOT NULL REFERENCES apps(id)
+);
+CREATE TABLE health_history (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    app_id          TEXT NOT NULL,
+    phone_number_id TEXT NOT NULL,
+    at              INTEGER NOT NULL,
+    event           TEXT NOT NULL
+);
+CREATE INDEX health_history_by_number ON health_history(app_id, phone_number_id, at);
+CREATE TABLE jobs (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    body       TEXT NOT NULL,
+    visible_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX jobs_visible ON jobs(visible_at);
+"#,
+];
 
 pub const DB_FILE: &str = "pipes.db";
 
@@ -431,4 +474,258 @@ impl SessionStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn claim_session(
+        &self,
+        token_hash: &SecretHash,
+        claim_id: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Claim, StoreError> {
+        let (hash, claim_id) = (token_hash.clone(), claim_id.to_owned());
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let sql = format!("SELECT {SESSION_COLUMNS}, claim_until FROM sessions WHERE token_hash = ?1");
+            let found = tx
+                .query_row(&sql, [hash.as_str()], |r| {
+                    Ok((session_from_row(r)?, r.get::<_, Option<i64>>(12)?))
+                })
+                .optional()
+                .map_err(db_err)?;
+            let Some((session, claim_until)) = found else {
+                return Ok(Claim::NotFound);
+            };
+            let mut session = session?;
+            let lease_over = claim_until.is_none_or(|u| u < millis(now));
+            let verdict = claim_verdict(&session, now, lease_over);
+            if verdict.is_some() {
+                return Ok(verdict.unwrap_or(Claim::Held));
+            }
+            tx.execute(
+                "UPDATE sessions SET status = 'completing', claim_id = ?2, claim_until = ?3 WHERE id = ?1",
+                params![session.id.as_str(), claim_id, millis(lease_until)],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            session.status = SessionStatus::Completing;
+            Ok(Claim::Won(Box::new(session)))
+        })
+        .await
+    }
+
+    async fn release_claim(
+        &self,
+        id: &SessionId,
+        claim_id: &str,
+        release: &Release,
+    ) -> Result<bool, StoreError> {
+        let (id, claim_id, release) = (id.clone(), claim_id.to_owned(), release.clone());
+        let error = release.error.as_ref().map(to_json).transpose()?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE sessions SET status = ?3, error = ?4, claim_id = NULL, claim_until = NULL \
+                     WHERE id = ?1 AND claim_id = ?2",
+                    params![id.as_str(), claim_id, release.status.as_str(), error],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn record_abandon(&self, id: &SessionId, abandon: &Abandon) -> Result<bool, StoreError> {
+        let (id, abandon) = (id.clone(), abandon.clone());
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let found: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT status, abandons FROM sessions WHERE id = ?1",
+                    [id.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let Some((status, abandons)) = found else {
+                return Ok(false);
+            };
+            let mut list: Vec<Abandon> = from_json("abandons", &abandons)?;
+            if status == SessionStatus::Completed.as_str() || list.len() >= MAX_ABANDONS {
+                return Ok(false);
+            }
+            list.push(abandon);
+            tx.execute(
+                "UPDATE sessions SET abandons = ?2 WHERE id = ?1",
+                params![id.as_str(), to_json(&list)?],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+/// Whether a session can be claimed now: `None` if so, else what the caller is told.
+pub(crate) fn claim_verdict(
+    s: &SignupSession,
+    now: DateTime<Utc>,
+    lease_over: bool,
+) -> Option<Claim> {
+    match s.status_at(now) {
+        SessionStatus::Expired => Some(Claim::Expired),
+        SessionStatus::Completed => Some(Claim::Used),
+        SessionStatus::Completing if !lease_over => Some(Claim::Held),
+        _ => None,
+    }
+}
+
+fn number_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Number, StoreError>> {
+    let record: String = r.get(0)?;
+    Ok(from_json("number", &record))
+}
+
+#[async_trait]
+impl NumberStore for EmbeddedStore {
+    async fn number(
+        &self,
+        app: &AppId,
+        phone: &PhoneNumberId,
+    ) -> Result<Option<Number>, StoreError> {
+        let (app, phone) = (app.clone(), phone.clone());
+        self.with(move |c| {
+            one(
+                c,
+                "SELECT record FROM numbers WHERE app_id = ?1 AND phone_number_id = ?2",
+                [app.as_str(), phone.as_str()],
+                number_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn number_owner(&self, phone: &PhoneNumberId) -> Result<Option<AppId>, StoreError> {
+        let phone = phone.clone();
+        self.with(move |c| {
+            let owner: Option<String> = c
+                .query_row(
+                    "SELECT app_id FROM number_owners WHERE phone_number_id = ?1",
+                    [phone.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            owner
+                .map(|o| AppId::parse(&o).ok_or_else(|| StoreError::Corrupt("owner".into())))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn complete_signup(&self, done: &SignupCompletion) -> Result<(), CompletionError> {
+        let done = done.clone();
+        let record = to_json(&done.number)?;
+        let history = done.history.as_ref().map(to_json).transpose()?;
+        self.with(move |c| {
+                let tx = c
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(db_err)?;
+                let n = &done.number;
+                let claimed = tx
+                    .execute(
+                        "UPDATE sessions SET status = 'completed', completed_at = ?3, phone_number_id = ?4, \
+                         error = NULL, claim_id = NULL, claim_until = NULL WHERE id = ?1 AND claim_id = ?2",
+                        params![
+                            done.session_id.as_str(),
+                            done.claim_id,
+                            millis(done.completed_at),
+                            n.phone_number_id.as_str()
+                        ],
+                    )
+                    .map_err(db_err)?;
+                if claimed != 1 {
+                    return Ok(Err(CompletionError::ClaimLost));
+                }
+                let owner: Option<String> = tx
+                    .query_row(
+                        "SELECT app_id FROM number_owners WHERE phone_number_id = ?1",
+                        [n.phone_number_id.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db_err)?;
+                match owner {
+                    Some(o) if o != n.app_id.as_str() => return Ok(Err(CompletionError::OwnedByAnotherApp)),
+                    Some(_) => {}
+                    None => {
+                        tx.execute(
+                            "INSERT INTO number_owners (phone_number_id, app_id) VALUES (?1, ?2)",
+                            params![n.phone_number_id.as_str(), n.app_id.as_str()],
+                        )
+                        .map_err(db_err)?;
+                    }
+                }
+                if let Err(e) = write_number(&tx, n, &record, done.expected_version)? {
+                    return Ok(Err(e));
+                }
+                if let Some(event) = &history {
+                    insert_history(&tx, n, done.completed_at, event)?;
+                }
+                tx.commit().map_err(db_err)?;
+                Ok(Ok(()))
+            })
+            .await?
+    }
+}
+
+/// Inserts (expected `None`) or replaces (at the expected version) a number record.
+fn write_number(
+    tx: &rusqlite::Transaction<'_>,
+    n: &Number,
+    record: &str,
+    expected: Option<u64>,
+) -> Result<Result<(), CompletionError>, StoreError> {
+    let version = i64::try_from(n.version).map_err(|_| StoreError::Corrupt("version".into()))?;
+    let next_check = n.health.next_check_at.map(millis);
+    let changed = match expected {
+        None => tx.execute(
+            "INSERT OR IGNORE INTO numbers (app_id, phone_number_id, waba_id, status, next_check_at, version, record) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![n.app_id.as_str(), n.phone_number_id.as_str(), n.waba_id.as_str(), n.health.status.as_str(), next_check, version, record],
+        ),
+        Some(v) => tx.execute(
+            "UPDATE numbers SET waba_id = ?3, status = ?4, next_check_at = ?5, version = ?6, record = ?7 \
+             WHERE app_id = ?1 AND phone_number_id = ?2 AND version = ?8",
+            params![n.app_id.as_str(), n.phone_number_id.as_str(), n.waba_id.as_str(), n.health.status.as_str(), next_check, version, record, i64::try_from(v).unwrap_or(i64::MAX)],
+        ),
+    }
+    .map_err(db_err)?;
+    Ok(if changed == 1 {
+        Ok(())
+    } else {
+        Err(CompletionError::NumberChanged)
+    })
+}
+
+fn insert_history(
+    tx: &rusqlite::Transaction<'_>,
+    n: &Number,
+    at: DateTime<Utc>,
+    event: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO health_history (app_id, phone_number_id, at, event) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            n.app_id.as_str(),
+            n.phone_number_id.as_str(),
+            millis(at),
+            event
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(())
 }

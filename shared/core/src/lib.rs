@@ -4,8 +4,12 @@
 
 pub mod app;
 pub mod clock;
+pub mod crypto;
 pub mod ids;
+pub mod meta;
+pub mod number;
 pub mod ports;
+pub mod queue;
 pub mod random;
 pub mod session;
 pub mod usecases;
@@ -13,7 +17,10 @@ pub mod usecases;
 pub use app::{App, AppKeyRecord, AppName, RedirectOrigin, Slug};
 pub use clock::{Clock, SystemClock};
 pub use ids::{AppId, AppKey, KeyId, SecretHash, SessionId, SignupToken};
-pub use ports::{AppStore, SessionStore, Store, StoreError};
+pub use number::{
+    BusinessId, Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId, WabaId,
+};
+pub use ports::{AppStore, NumberStore, SessionStore, Store, StoreError};
 pub use session::{
     Abandon, ExpiresIn, Metadata, RedirectUrl, SessionError, SessionStatus, SignupSession,
 };

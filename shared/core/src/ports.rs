@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 
 use crate::app::{App, AppKeyRecord, Slug};
 use crate::ids::{AppId, KeyId, SecretHash, SessionId};
-use crate::session::SignupSession;
+use crate::number::{HealthEvent, Number, PhoneNumberId};
+use crate::session::{Abandon, SessionFailure, SessionStatus, SignupSession};
 
 /// What can go wrong in a store. Messages name the kind of failure, never stored values.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,54 @@ pub trait AppStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// What an attempt to claim a session for completion found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This caller holds the claim until its lease ends.
+    Won(Box<SignupSession>),
+    NotFound,
+    Expired,
+    /// Already completed.
+    Used,
+    /// Another completion holds an unexpired claim.
+    Held,
+}
+
+/// How a claimed completion ends when it does not complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release {
+    /// `Pending` (retry freely) or `Failed` (the last attempt failed; retry allowed).
+    pub status: SessionStatus,
+    pub error: Option<SessionFailure>,
+}
+
+/// One transaction that completes a signup: the session, the number record, the
+/// platform-wide ownership of the phone number, and the health history entry.
+#[derive(Debug, Clone)]
+pub struct SignupCompletion {
+    pub session_id: SessionId,
+    pub claim_id: String,
+    pub completed_at: DateTime<Utc>,
+    /// The number as it is to be stored (its `version` is the new version).
+    pub number: Number,
+    /// The version this completion read (`None`: the App had no record of the number).
+    pub expected_version: Option<u64>,
+    pub history: Option<HealthEvent>,
+}
+
+/// Why a completion transaction was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CompletionError {
+    #[error("the claim on the session was lost")]
+    ClaimLost,
+    #[error("the number belongs to another App")]
+    OwnedByAnotherApp,
+    #[error("the number record changed meanwhile")]
+    NumberChanged,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new session; `Conflict` if its id or token hash already exists.
@@ -69,8 +118,45 @@ pub trait SessionStore: Send + Sync {
         &self,
         token_hash: &SecretHash,
     ) -> Result<Option<SignupSession>, StoreError>;
+    /// Claims the session with this token for completion: one winner among concurrent
+    /// callers. A `pending` or `failed` session, or a `completing` one whose lease has
+    /// ended, can be claimed while it has not expired.
+    async fn claim_session(
+        &self,
+        token_hash: &SecretHash,
+        claim_id: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Claim, StoreError>;
+    /// Gives a claim back without completing; `false` if the claim was no longer held.
+    async fn release_claim(
+        &self,
+        id: &SessionId,
+        claim_id: &str,
+        release: &Release,
+    ) -> Result<bool, StoreError>;
+    /// Appends an abandon event to an unfinished session; `false` if the session is
+    /// completed or holds too many events already (the funnel keeps the first 100).
+    async fn record_abandon(&self, id: &SessionId, abandon: &Abandon) -> Result<bool, StoreError>;
+}
+
+/// The most abandon events kept per session.
+pub const MAX_ABANDONS: usize = 100;
+
+#[async_trait]
+pub trait NumberStore: Send + Sync {
+    /// The App's record of the number (including a removed one).
+    async fn number(
+        &self,
+        app: &AppId,
+        phone: &PhoneNumberId,
+    ) -> Result<Option<Number>, StoreError>;
+    /// The App that currently owns the phone number platform-wide.
+    async fn number_owner(&self, phone: &PhoneNumberId) -> Result<Option<AppId>, StoreError>;
+    /// Completes a signup in one transaction (see [`SignupCompletion`]).
+    async fn complete_signup(&self, completion: &SignupCompletion) -> Result<(), CompletionError>;
 }
 
 /// Everything the request handlers need from storage.
-pub trait Store: AppStore + SessionStore + std::fmt::Debug {}
-impl<T: AppStore + SessionStore + std::fmt::Debug> Store for T {}
+pub trait Store: AppStore + SessionStore + NumberStore + std::fmt::Debug {}
+impl<T: AppStore + SessionStore + NumberStore + std::fmt::Debug> Store for T {}

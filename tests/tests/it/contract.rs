@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use chrono::Duration;
+use pipes_core::ports::{Claim, CompletionError, Release, SignupCompletion};
 use pipes_core::session::{Abandon, AbandonEvent, SessionFailure};
 use pipes_core::usecases::admin;
 use pipes_core::{
-    AppId, AppKey, Clock, KeyId, Metadata, RedirectUrl, SecretHash, SessionId, SessionStatus,
-    SignupSession, SignupToken, Slug, Store, StoreError, SystemClock,
+    AppId, AppKey, Clock, HealthEvent, HealthReason, HealthStatus, KeyId, Metadata, PhoneNumberId,
+    RedirectUrl, SecretHash, SessionId, SessionStatus, SignupSession, SignupToken, Slug, Store,
+    StoreError, SystemClock,
 };
 use serde_json::json;
 
@@ -239,6 +241,321 @@ pub async fn hashes_are_looked_up_exactly(store: Arc<dyn Store>) {
     assert_eq!(store.app_for_key(&near).await.unwrap(), None);
 }
 
+async fn pending_session(store: &dyn Store, app: &AppId) -> (SignupSession, SignupToken) {
+    let (s, token) = session(app);
+    store.insert_session(&s).await.unwrap();
+    (s, token)
+}
+
+pub async fn a_session_is_claimed_by_one_caller_at_a_time(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let (s, token) = pending_session(&*store, &app.id).await;
+    let now = SystemClock.now();
+    let lease = now + Duration::seconds(60);
+    let won = store
+        .claim_session(&token.hash(), "claim-a", now, lease)
+        .await
+        .unwrap();
+    let Claim::Won(claimed) = won else {
+        panic!("{won:?}")
+    };
+    assert_eq!(
+        (claimed.id.clone(), claimed.status),
+        (s.id.clone(), SessionStatus::Completing)
+    );
+    assert_eq!(
+        store
+            .claim_session(&token.hash(), "claim-b", now, lease)
+            .await
+            .unwrap(),
+        Claim::Held
+    );
+    // Once the lease has run out, another caller may take over.
+    let later = lease + Duration::seconds(1);
+    let retaken = store
+        .claim_session(
+            &token.hash(),
+            "claim-b",
+            later,
+            later + Duration::seconds(60),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(retaken, Claim::Won(_)), "{retaken:?}");
+    // The first holder's claim is gone.
+    let release = Release {
+        status: SessionStatus::Pending,
+        error: None,
+    };
+    assert!(
+        !store
+            .release_claim(&s.id, "claim-a", &release)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .claim_session(&SignupToken::generate().hash(), "c", now, lease)
+            .await
+            .unwrap(),
+        Claim::NotFound
+    );
+}
+
+pub async fn released_and_failed_sessions_can_be_claimed_again(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let (s, token) = pending_session(&*store, &app.id).await;
+    let now = SystemClock.now();
+    let lease = now + Duration::seconds(60);
+    store
+        .claim_session(&token.hash(), "a", now, lease)
+        .await
+        .unwrap();
+    let failure = SessionFailure {
+        code: "meta_validation_failed".into(),
+        message: "no".into(),
+    };
+    let release = Release {
+        status: SessionStatus::Failed,
+        error: Some(failure.clone()),
+    };
+    assert!(store.release_claim(&s.id, "a", &release).await.unwrap());
+    let read = store.session(&s.id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.status, read.error),
+        (SessionStatus::Failed, Some(failure))
+    );
+    assert!(matches!(
+        store
+            .claim_session(&token.hash(), "b", now, lease)
+            .await
+            .unwrap(),
+        Claim::Won(_)
+    ));
+    let back = Release {
+        status: SessionStatus::Pending,
+        error: None,
+    };
+    assert!(store.release_claim(&s.id, "b", &back).await.unwrap());
+    assert_eq!(
+        store.session(&s.id).await.unwrap().unwrap().status,
+        SessionStatus::Pending
+    );
+}
+
+pub async fn expired_sessions_cannot_be_claimed(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let (s, token) = pending_session(&*store, &app.id).await;
+    let after = s.expires_at + Duration::seconds(1);
+    let res = store
+        .claim_session(&token.hash(), "a", after, after + Duration::seconds(60))
+        .await;
+    assert_eq!(res.unwrap(), Claim::Expired);
+    assert_eq!(
+        store.session(&s.id).await.unwrap().unwrap().status,
+        SessionStatus::Pending
+    );
+}
+
+fn completion(
+    s: &SignupSession,
+    claim: &str,
+    phone: &str,
+    expected: Option<u64>,
+) -> SignupCompletion {
+    let now = SystemClock.now();
+    let mut number = pipes_tests::sample_number(&s.app_id, phone, &s.id, now);
+    number.version = expected.map_or(1, |v| v + 1);
+    SignupCompletion {
+        session_id: s.id.clone(),
+        claim_id: claim.into(),
+        completed_at: now,
+        number,
+        expected_version: expected,
+        history: None,
+    }
+}
+
+pub async fn completing_a_signup_writes_session_number_and_owner_together(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let (s, token) = pending_session(&*store, &app.id).await;
+    let now = SystemClock.now();
+    store
+        .claim_session(&token.hash(), "a", now, now + Duration::seconds(60))
+        .await
+        .unwrap();
+
+    let wrong_claim = completion(&s, "b", "1000000000001", None);
+    assert!(matches!(
+        store.complete_signup(&wrong_claim).await,
+        Err(CompletionError::ClaimLost)
+    ));
+    let phone = PhoneNumberId::parse("1000000000001").unwrap();
+    assert_eq!(
+        store.number(&app.id, &phone).await.unwrap(),
+        None,
+        "nothing written"
+    );
+    assert_eq!(store.number_owner(&phone).await.unwrap(), None);
+
+    let done = completion(&s, "a", "1000000000001", None);
+    store.complete_signup(&done).await.unwrap();
+    let read = store.session(&s.id).await.unwrap().unwrap();
+    assert_eq!(read.status, SessionStatus::Completed);
+    assert_eq!(read.phone_number_id.as_deref(), Some("1000000000001"));
+    assert_eq!(read.completed_at, Some(done.completed_at));
+    assert_eq!(
+        store.number(&app.id, &phone).await.unwrap(),
+        Some(done.number.clone())
+    );
+    assert_eq!(
+        store.number_owner(&phone).await.unwrap(),
+        Some(app.id.clone())
+    );
+    assert_eq!(
+        store
+            .claim_session(&token.hash(), "c", now, now + Duration::seconds(60))
+            .await
+            .unwrap(),
+        Claim::Used
+    );
+}
+
+pub async fn a_number_owned_by_another_app_is_refused_whole(store: Arc<dyn Store>) {
+    let a = new_app(&*store, "acme").await.app;
+    let b = new_app(&*store, "bravo").await.app;
+    let now = SystemClock.now();
+    let lease = now + Duration::seconds(60);
+    let (sa, ta) = pending_session(&*store, &a.id).await;
+    store
+        .claim_session(&ta.hash(), "a", now, lease)
+        .await
+        .unwrap();
+    store
+        .complete_signup(&completion(&sa, "a", "1000000000001", None))
+        .await
+        .unwrap();
+
+    let (sb, tb) = pending_session(&*store, &b.id).await;
+    store
+        .claim_session(&tb.hash(), "b", now, lease)
+        .await
+        .unwrap();
+    let res = store
+        .complete_signup(&completion(&sb, "b", "1000000000001", None))
+        .await;
+    assert!(
+        matches!(res, Err(CompletionError::OwnedByAnotherApp)),
+        "{res:?}"
+    );
+    let phone = PhoneNumberId::parse("1000000000001").unwrap();
+    assert_eq!(store.number(&b.id, &phone).await.unwrap(), None);
+    assert_eq!(
+        store.session(&sb.id).await.unwrap().unwrap().status,
+        SessionStatus::Completing
+    );
+}
+
+pub async fn a_stale_number_version_is_refused(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let now = SystemClock.now();
+    let lease = now + Duration::seconds(60);
+    let (s1, t1) = pending_session(&*store, &app.id).await;
+    store
+        .claim_session(&t1.hash(), "a", now, lease)
+        .await
+        .unwrap();
+    store
+        .complete_signup(&completion(&s1, "a", "1000000000001", None))
+        .await
+        .unwrap();
+
+    let (s2, t2) = pending_session(&*store, &app.id).await;
+    store
+        .claim_session(&t2.hash(), "b", now, lease)
+        .await
+        .unwrap();
+    let as_new = store
+        .complete_signup(&completion(&s2, "b", "1000000000001", None))
+        .await;
+    assert!(
+        matches!(as_new, Err(CompletionError::NumberChanged)),
+        "{as_new:?}"
+    );
+    let stale = store
+        .complete_signup(&completion(&s2, "b", "1000000000001", Some(7)))
+        .await;
+    assert!(
+        matches!(stale, Err(CompletionError::NumberChanged)),
+        "{stale:?}"
+    );
+    let mut update = completion(&s2, "b", "1000000000001", Some(1));
+    update.history = Some(HealthEvent {
+        at: now,
+        from: HealthStatus::Down,
+        to: HealthStatus::Pending,
+        reason: Some(HealthReason::SetupPending),
+        message: None,
+    });
+    store.complete_signup(&update).await.unwrap();
+    let phone = PhoneNumberId::parse("1000000000001").unwrap();
+    let read = store.number(&app.id, &phone).await.unwrap().unwrap();
+    assert_eq!((read.version, read.session_id), (2, s2.id));
+}
+
+pub async fn abandons_are_appended_until_the_session_completes(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let (s, token) = pending_session(&*store, &app.id).await;
+    let abandon = |step: &str| Abandon {
+        at: SystemClock.now(),
+        event: AbandonEvent::Cancel,
+        step: Some(step.into()),
+        error_code: None,
+        error_message: None,
+        meta_session_id: None,
+    };
+    assert!(
+        store
+            .record_abandon(&s.id, &abandon("PHONE_NUMBER_SETUP"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_abandon(&s.id, &abandon("PERMISSIONS"))
+            .await
+            .unwrap()
+    );
+    let read = store.session(&s.id).await.unwrap().unwrap();
+    let steps: Vec<_> = read
+        .abandons
+        .iter()
+        .map(|a| a.step.clone().unwrap())
+        .collect();
+    assert_eq!(steps, ["PHONE_NUMBER_SETUP", "PERMISSIONS"]);
+
+    let now = SystemClock.now();
+    store
+        .claim_session(&token.hash(), "a", now, now + Duration::seconds(60))
+        .await
+        .unwrap();
+    store
+        .complete_signup(&completion(&s, "a", "1000000000002", None))
+        .await
+        .unwrap();
+    assert!(!store.record_abandon(&s.id, &abandon("LATE")).await.unwrap());
+    assert!(
+        !store
+            .record_abandon(&SessionId::generate(), &abandon("X"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.session(&s.id).await.unwrap().unwrap().abandons.len(),
+        2
+    );
+}
+
 /// Runs every contract case against stores made by `$make` (an async expression).
 macro_rules! contract_suite {
     ($module:ident, $make:expr) => {
@@ -254,6 +571,13 @@ macro_rules! contract_suite {
                 sessions_round_trip_by_id_and_token,
                 a_session_id_or_token_is_never_stored_twice,
                 hashes_are_looked_up_exactly,
+                a_session_is_claimed_by_one_caller_at_a_time,
+                released_and_failed_sessions_can_be_claimed_again,
+                expired_sessions_cannot_be_claimed,
+                completing_a_signup_writes_session_number_and_owner_together,
+                a_number_owned_by_another_app_is_refused_whole,
+                a_stale_number_version_is_refused,
+                abandons_are_appended_until_the_session_completes,
             );
         }
     };

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod authenticate;
 pub mod get_session;
 pub mod issue_token;
+pub mod signup;
 
 pub use admin::{AdminError, CreatedApp, CreatedKey};
 pub use authenticate::{AuthError, authenticate};

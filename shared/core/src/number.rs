@@ -1,0 +1,274 @@
+//! WhatsApp Business numbers connected to an App: Meta's identifiers, the health model
+//! (status + machine-readable reason), setup progress and what we know of the token.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::Sealed;
+use crate::ids::{AppId, SessionId};
+use crate::session::Metadata;
+
+macro_rules! meta_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Meta's ids are decimal digits; 1 to 32 of them.
+            pub fn parse(s: &str) -> Option<Self> {
+                ((1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| Self(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                Self::parse(&s).ok_or_else(|| format!("not a {}", stringify!($name)))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+    };
+}
+
+meta_id!(
+    /// Meta's id of a phone number (`phone_number_id`); unique across the platform.
+    PhoneNumberId
+);
+meta_id!(
+    /// A WhatsApp Business Account.
+    WabaId
+);
+meta_id!(
+    /// A Meta business portfolio.
+    BusinessId
+);
+
+/// Where a number stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Setup has not finished.
+    Pending,
+    Healthy,
+    Degraded,
+    Down,
+    /// The partner removed it.
+    Removed,
+}
+
+impl HealthStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Healthy,
+        Self::Degraded,
+        Self::Down,
+        Self::Removed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Down => "down",
+            Self::Removed => "removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Why a number has the status it has; machine-readable, stable across releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthReason {
+    SetupPending,
+    SetupFailed,
+    RegistrationDeferred,
+    NamePendingReview,
+    TokenInvalid,
+    TokenExpiring,
+    MetaBlocked,
+    MetaLimited,
+    NotConnected,
+    WebhookUnsubscribed,
+    CheckFailing,
+    NumberNotFound,
+    PartnerRemoved,
+}
+
+impl HealthReason {
+    pub const ALL: [Self; 13] = [
+        Self::SetupPending,
+        Self::SetupFailed,
+        Self::RegistrationDeferred,
+        Self::NamePendingReview,
+        Self::TokenInvalid,
+        Self::TokenExpiring,
+        Self::MetaBlocked,
+        Self::MetaLimited,
+        Self::NotConnected,
+        Self::WebhookUnsubscribed,
+        Self::CheckFailing,
+        Self::NumberNotFound,
+        Self::PartnerRemoved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SetupPending => "setup_pending",
+            Self::SetupFailed => "setup_failed",
+            Self::RegistrationDeferred => "registration_deferred",
+            Self::NamePendingReview => "name_pending_review",
+            Self::TokenInvalid => "token_invalid",
+            Self::TokenExpiring => "token_expiring",
+            Self::MetaBlocked => "meta_blocked",
+            Self::MetaLimited => "meta_limited",
+            Self::NotConnected => "not_connected",
+            Self::WebhookUnsubscribed => "webhook_unsubscribed",
+            Self::CheckFailing => "check_failing",
+            Self::NumberNotFound => "number_not_found",
+            Self::PartnerRemoved => "partner_removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// The number's current health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub status: HealthStatus,
+    pub reason: Option<HealthReason>,
+    pub message: Option<String>,
+    /// When the status last changed.
+    pub since: DateTime<Utc>,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub next_check_at: Option<DateTime<Utc>>,
+    /// Transient check failures in a row (three make a number `degraded`).
+    #[serde(default)]
+    pub consecutive_failures: u32,
+}
+
+impl Health {
+    pub fn pending(now: DateTime<Utc>) -> Self {
+        Self {
+            status: HealthStatus::Pending,
+            reason: Some(HealthReason::SetupPending),
+            message: Some("setup is in progress".into()),
+            since: now,
+            last_checked_at: None,
+            next_check_at: None,
+            consecutive_failures: 0,
+        }
+    }
+}
+
+/// Progress of the post-signup steps; each is skipped when already done.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetupState {
+    pub webhook_subscribed: bool,
+    pub registered: bool,
+    pub profile_read: bool,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Registration attempts (Meta allows 10 per number per 72 h).
+    #[serde(default)]
+    pub register_attempts: Vec<DateTime<Utc>>,
+    /// Do not try the deferred step again before this time.
+    pub retry_after: Option<DateTime<Utc>>,
+}
+
+/// What `debug_token` said about the business token (never the token itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+}
+
+/// What Meta's profile of the number says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    pub display_phone_number: Option<String>,
+    pub verified_name: Option<String>,
+    pub quality_rating: Option<String>,
+    pub status: Option<String>,
+    pub name_status: Option<String>,
+    pub platform_type: Option<String>,
+}
+
+/// A connected number, owned by one App. Serialized whole as the stored record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Number {
+    pub phone_number_id: PhoneNumberId,
+    pub app_id: AppId,
+    pub waba_id: WabaId,
+    pub business_id: Option<BusinessId>,
+    pub profile: Profile,
+    pub health: Health,
+    pub setup: SetupState,
+    pub token: TokenInfo,
+    /// The business token, envelope-encrypted; `None` once the number is removed.
+    pub sealed_token: Option<Sealed>,
+    /// The registration PIN, envelope-encrypted, once one was generated.
+    pub sealed_pin: Option<Sealed>,
+    pub session_id: SessionId,
+    pub metadata: Metadata,
+    pub connected_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Incremented by every write; writes are conditional on the version read.
+    pub version: u64,
+}
+
+impl Number {
+    /// Not removed: counts for the WABA's webhook subscription and for ownership.
+    pub fn is_live(&self) -> bool {
+        self.health.status != HealthStatus::Removed
+    }
+}
+
+/// One change of a number's health status, kept as its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthEvent {
+    pub at: DateTime<Utc>,
+    pub from: HealthStatus,
+    pub to: HealthStatus,
+    pub reason: Option<HealthReason>,
+    pub message: Option<String>,
+}

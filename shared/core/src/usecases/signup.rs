@@ -1,0 +1,525 @@
+//! The number owner's side of signup: opening the hosted page, completing Embedded
+//! Signup (CompleteSignup), and recording a cancel or error (RecordAbandon).
+//!
+//! CompleteSignup's critical path, kept short because Meta's code lives 30 seconds:
+//! 1. claim the session (one conditional write; one winner);
+//! 2. exchange the code ∥ read the number's platform owner ∥ read the App's record;
+//! 3. `debug_token` ∥ `GET /{waba}/phone_numbers`;
+//! 4. seal the token (a cached data key, or one key-service call);
+//! 5. one transaction: session completed, number, ownership, history;
+//! 6. enqueue the setup job (the slow steps run in the worker).
+
+use chrono::{DateTime, Duration, Utc};
+use futures_util::future::{join, join3};
+use tracing::{info, warn};
+use url::Url;
+
+use crate::app::{App, Slug};
+use crate::clock::Clock;
+use crate::crypto::{Envelope, SecretBinding, SecretPurpose};
+use crate::ids::{SessionId, SignupToken};
+use crate::meta::{AuthCode, GraphError, GraphErrorKind, MetaGraph, TokenFacts, WabaNumber};
+use crate::number::{
+    BusinessId, Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId, SetupState,
+    TokenInfo, WabaId,
+};
+use crate::ports::{Claim, CompletionError, Release, SignupCompletion, Store, StoreError};
+use crate::queue::{Job, JobQueue};
+use crate::random;
+use crate::session::{Abandon, AbandonEvent, SessionFailure, SessionStatus, SignupSession};
+
+/// How long one completion may hold its claim before another may take over.
+pub const CLAIM_LEASE: Duration = Duration::seconds(60);
+
+/// Everything CompleteSignup talks to.
+#[derive(Debug, Clone, Copy)]
+pub struct SignupDeps<'a> {
+    pub store: &'a dyn Store,
+    pub graph: &'a dyn MetaGraph,
+    pub envelope: &'a Envelope,
+    pub queue: &'a dyn JobQueue,
+    pub clock: &'a dyn Clock,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignupError {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("this signup link is not valid")]
+    TokenNotFound,
+    #[error("this signup link has expired")]
+    TokenExpired,
+    #[error("this signup link has already been used")]
+    TokenUsed,
+    #[error("another completion of this signup is in progress")]
+    InProgress,
+    #[error("this number is connected to another App")]
+    LinkedToAnotherApp,
+    #[error("{0}")]
+    MetaValidation(String),
+    #[error("Meta did not accept the signup code; please connect again")]
+    ExchangeFailed,
+    #[error("a dependency is unavailable")]
+    Unavailable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SignupError {
+    /// The code recorded on the session when an attempt ends in this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } => "invalid_request",
+            Self::TokenNotFound => "token_not_found",
+            Self::TokenExpired => "token_expired",
+            Self::TokenUsed => "token_used",
+            Self::InProgress => "signup_in_progress",
+            Self::LinkedToAnotherApp => "number_linked_to_another_app",
+            Self::MetaValidation(_) => "meta_validation_failed",
+            Self::ExchangeFailed => "token_exchange_failed",
+            Self::Unavailable | Self::Store(_) => "unavailable",
+        }
+    }
+
+    /// How the claim is given back after this error (`None`: not ours to release).
+    fn release_status(&self) -> Option<SessionStatus> {
+        match self {
+            Self::ExchangeFailed | Self::Unavailable | Self::Store(_) => {
+                Some(SessionStatus::Pending)
+            }
+            Self::MetaValidation(_) | Self::LinkedToAnotherApp => Some(SessionStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+fn invalid(field: &'static str, message: &str) -> SignupError {
+    SignupError::Invalid {
+        field,
+        message: message.to_owned(),
+    }
+}
+
+/// What the page posts when Meta's flow finished.
+#[derive(Debug, Clone, Default)]
+pub struct FinishInput {
+    pub token: String,
+    pub code: String,
+    pub waba_id: String,
+    pub phone_number_id: String,
+    pub business_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    pub session_id: SessionId,
+    pub phone_number_id: PhoneNumberId,
+    pub redirect_url: Url,
+}
+
+/// The hosted page for `slug` and `token`, or why it cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("unknown App")]
+    UnknownApp,
+    #[error("unknown signup link")]
+    UnknownToken,
+    #[error("expired signup link")]
+    Expired,
+    #[error("used signup link")]
+    Used,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub async fn open_signup_page(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    slug: &str,
+    token: Option<&str>,
+) -> Result<(App, SignupSession), PageError> {
+    let app = match Slug::parse(slug) {
+        Ok(slug) => store.app_by_slug(&slug).await?,
+        Err(_) => None,
+    }
+    .ok_or(PageError::UnknownApp)?;
+    let token = token
+        .and_then(SignupToken::parse)
+        .ok_or(PageError::UnknownToken)?;
+    let session = store
+        .session_by_token(&token.hash())
+        .await?
+        .filter(|s| s.app_id == app.id)
+        .ok_or(PageError::UnknownToken)?;
+    match session.status_at(clock.now()) {
+        SessionStatus::Expired => Err(PageError::Expired),
+        SessionStatus::Completed => Err(PageError::Used),
+        _ => Ok((app, session)),
+    }
+}
+
+struct Parsed {
+    token: SignupToken,
+    code: AuthCode,
+    waba: WabaId,
+    phone: PhoneNumberId,
+    business: Option<BusinessId>,
+}
+
+fn parse_finish(input: &FinishInput) -> Result<Parsed, SignupError> {
+    let meta_id = "must be Meta's numeric id";
+    let token = SignupToken::parse(&input.token).ok_or(SignupError::TokenNotFound)?;
+    Ok(Parsed {
+        code: AuthCode::parse(&input.code)
+            .ok_or_else(|| invalid("code", "must be the code from Meta's signup"))?,
+        waba: WabaId::parse(&input.waba_id).ok_or_else(|| invalid("wabaId", meta_id))?,
+        phone: PhoneNumberId::parse(&input.phone_number_id)
+            .ok_or_else(|| invalid("phoneNumberId", meta_id))?,
+        business: input
+            .business_id
+            .as_deref()
+            .map(|b| BusinessId::parse(b).ok_or_else(|| invalid("businessId", meta_id)))
+            .transpose()?,
+        token,
+    })
+}
+
+/// CompleteSignup: see the module docs for the order of steps.
+pub async fn complete_signup(
+    deps: SignupDeps<'_>,
+    input: FinishInput,
+) -> Result<Completed, SignupError> {
+    let p = parse_finish(&input)?;
+    let now = deps.clock.now();
+    let claim_id = random::base62(16);
+    let session = match deps
+        .store
+        .claim_session(&p.token.hash(), &claim_id, now, now + CLAIM_LEASE)
+        .await?
+    {
+        Claim::Won(s) => *s,
+        Claim::NotFound => return Err(SignupError::TokenNotFound),
+        Claim::Expired => return Err(SignupError::TokenExpired),
+        Claim::Used => return Err(SignupError::TokenUsed),
+        Claim::Held => return Err(SignupError::InProgress),
+    };
+    match finish_claimed(deps, &session, &claim_id, p, now).await {
+        Ok(done) => Ok(done),
+        Err(err) => {
+            if let Some(status) = err.release_status() {
+                let release = Release {
+                    status,
+                    error: Some(SessionFailure {
+                        code: err.code().to_owned(),
+                        message: err.to_string(),
+                    }),
+                };
+                if let Err(e) = deps
+                    .store
+                    .release_claim(&session.id, &claim_id, &release)
+                    .await
+                {
+                    // The lease ends by itself; the owner can retry after it.
+                    warn!(session_id = %session.id, error = %e, "could not release the claim");
+                }
+            }
+            warn!(session_id = %session.id, app_id = %session.app_id, code = err.code(), "signup not completed");
+            Err(err)
+        }
+    }
+}
+
+/// Graph failures while validating: Meta's "no" is the owner's problem (422); Meta
+/// being unavailable is ours (503, retry).
+fn validation_error(e: GraphError, what: &str) -> SignupError {
+    match e.kind {
+        GraphErrorKind::Transient | GraphErrorKind::Throttled => SignupError::Unavailable,
+        _ => SignupError::MetaValidation(format!("Meta refused to {what} (code {:?})", e.code)),
+    }
+}
+
+fn check_token(
+    facts: &TokenFacts,
+    graph: &dyn MetaGraph,
+    waba: &WabaId,
+) -> Result<(), SignupError> {
+    if !facts.is_valid {
+        return Err(SignupError::MetaValidation(
+            "the business token is not valid".into(),
+        ));
+    }
+    if facts.app_id != graph.app_id() {
+        return Err(SignupError::MetaValidation(
+            "the business token belongs to another Meta app".into(),
+        ));
+    }
+    if !facts.covers_waba(waba) {
+        return Err(SignupError::MetaValidation(format!(
+            "the business token does not cover WhatsApp Business Account {waba}"
+        )));
+    }
+    Ok(())
+}
+
+async fn finish_claimed(
+    deps: SignupDeps<'_>,
+    session: &SignupSession,
+    claim_id: &str,
+    p: Parsed,
+    now: DateTime<Utc>,
+) -> Result<Completed, SignupError> {
+    let app_id = &session.app_id;
+    let (exchanged, owner, existing) = join3(
+        deps.graph.exchange_code(&p.code),
+        deps.store.number_owner(&p.phone),
+        deps.store.number(app_id, &p.phone),
+    )
+    .await;
+    if owner?.is_some_and(|o| &o != app_id) {
+        return Err(SignupError::LinkedToAnotherApp);
+    }
+    let mut existing = existing?;
+    let token = exchanged.map_err(|e| {
+        warn!(kind = ?e.kind, code = ?e.code, subcode = ?e.subcode, "code exchange failed");
+        SignupError::ExchangeFailed
+    })?;
+
+    let (facts, numbers) = join(
+        deps.graph.debug_token(&token),
+        deps.graph.waba_numbers(&token, &p.waba),
+    )
+    .await;
+    let facts = facts.map_err(|e| validation_error(e, "describe the business token"))?;
+    check_token(&facts, deps.graph, &p.waba)?;
+    let numbers = numbers.map_err(|e| validation_error(e, "list the WABA's numbers"))?;
+    let listed = numbers
+        .into_iter()
+        .find(|n| n.id == p.phone)
+        .ok_or_else(|| {
+            SignupError::MetaValidation(format!(
+                "phone number {} is not in WhatsApp Business Account {}",
+                p.phone, p.waba
+            ))
+        })?;
+
+    let binding = SecretBinding {
+        purpose: SecretPurpose::BusinessToken,
+        app_id,
+        phone_number_id: &p.phone,
+    };
+    let sealed = deps
+        .envelope
+        .seal(binding, token.expose().as_bytes())
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "sealing the business token failed");
+            SignupError::Unavailable
+        })?;
+
+    let signup = Signup {
+        session,
+        waba: &p.waba,
+        business: p.business.as_ref(),
+        listed: &listed,
+        facts: &facts,
+        sealed: &sealed,
+        now,
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (number, history) = signup.number(&p.phone, existing.as_ref());
+        let completion = SignupCompletion {
+            session_id: session.id.clone(),
+            claim_id: claim_id.to_owned(),
+            completed_at: now,
+            expected_version: existing.as_ref().map(|n| n.version),
+            number,
+            history,
+        };
+        match deps.store.complete_signup(&completion).await {
+            Ok(()) => break,
+            Err(CompletionError::NumberChanged) if attempts < 3 => {
+                existing = deps.store.number(app_id, &p.phone).await?;
+            }
+            Err(CompletionError::NumberChanged) => return Err(SignupError::Unavailable),
+            Err(CompletionError::ClaimLost) => return Err(SignupError::InProgress),
+            Err(CompletionError::OwnedByAnotherApp) => return Err(SignupError::LinkedToAnotherApp),
+            Err(CompletionError::Store(e)) => return Err(e.into()),
+        }
+    }
+    info!(app_id = %app_id, session_id = %session.id, phone_number_id = %p.phone, "signup completed");
+
+    let job = Job::Setup {
+        app_id: app_id.clone(),
+        phone_number_id: p.phone.clone(),
+    };
+    if let Err(e) = deps.queue.enqueue(&job).await {
+        // The number is stored as pending; the sweep re-drives stalled setups.
+        warn!(phone_number_id = %p.phone, error = %e, "setup job not queued; the sweep will re-drive it");
+    }
+    let redirect_url = session.redirect_url.with_query(&[
+        ("status", "success"),
+        ("sessionId", session.id.as_str()),
+        ("phoneNumberId", p.phone.as_str()),
+    ]);
+    Ok(Completed {
+        session_id: session.id.clone(),
+        phone_number_id: p.phone,
+        redirect_url,
+    })
+}
+
+struct Signup<'a> {
+    session: &'a SignupSession,
+    waba: &'a WabaId,
+    business: Option<&'a BusinessId>,
+    listed: &'a WabaNumber,
+    facts: &'a TokenFacts,
+    sealed: &'a crate::crypto::Sealed,
+    now: DateTime<Utc>,
+}
+
+impl Signup<'_> {
+    /// The number record after this signup: a new one, or the App's existing record
+    /// updated (new token, health back to pending, setup to be re-run).
+    fn number(
+        &self,
+        phone: &PhoneNumberId,
+        existing: Option<&Number>,
+    ) -> (Number, Option<HealthEvent>) {
+        let now = self.now;
+        let setup = SetupState {
+            register_attempts: existing
+                .map(|n| n.setup.register_attempts.clone())
+                .unwrap_or_default(),
+            ..SetupState::default()
+        };
+        let mut profile = existing.map(|n| n.profile.clone()).unwrap_or_default();
+        let listed = &self.listed.profile;
+        profile.display_phone_number = listed
+            .display_phone_number
+            .clone()
+            .or(profile.display_phone_number);
+        profile.verified_name = listed.verified_name.clone().or(profile.verified_name);
+        profile.quality_rating = listed.quality_rating.clone().or(profile.quality_rating);
+        let history = existing
+            .filter(|n| n.health.status != HealthStatus::Pending)
+            .map(|n| HealthEvent {
+                at: now,
+                from: n.health.status,
+                to: HealthStatus::Pending,
+                reason: Some(HealthReason::SetupPending),
+                message: Some("connected again through Embedded Signup".into()),
+            });
+        let health = match existing {
+            Some(n) if n.health.status == HealthStatus::Pending => Health {
+                since: n.health.since,
+                ..Health::pending(now)
+            },
+            _ => Health::pending(now),
+        };
+        let number = Number {
+            phone_number_id: phone.clone(),
+            app_id: self.session.app_id.clone(),
+            waba_id: self.waba.clone(),
+            business_id: self
+                .business
+                .cloned()
+                .or_else(|| existing.and_then(|n| n.business_id.clone())),
+            profile,
+            health,
+            setup,
+            token: TokenInfo {
+                expires_at: self.facts.expires_at,
+                scopes: self.facts.scopes.clone(),
+            },
+            sealed_token: Some(self.sealed.clone()),
+            sealed_pin: existing.and_then(|n| n.sealed_pin.clone()),
+            session_id: self.session.id.clone(),
+            metadata: self.session.metadata.clone(),
+            connected_at: existing.map_or(now, |n| n.connected_at),
+            updated_at: now,
+            version: existing.map_or(1, |n| n.version + 1),
+        };
+        (number, history)
+    }
+}
+
+/// What the page posts when the owner cancelled or Meta reported an error.
+#[derive(Debug, Clone, Default)]
+pub struct AbandonInput {
+    pub token: String,
+    pub event: Option<AbandonEvent>,
+    pub step: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub meta_session_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub session_id: SessionId,
+    pub redirect_url: Url,
+}
+
+fn bounded(
+    field: &'static str,
+    v: Option<String>,
+    max: usize,
+) -> Result<Option<String>, SignupError> {
+    match v {
+        Some(s) if s.chars().count() > max || s.chars().any(char::is_control) => Err(invalid(
+            field,
+            &format!("must be at most {max} characters without control characters"),
+        )),
+        v => Ok(v.filter(|s| !s.is_empty())),
+    }
+}
+
+/// RecordAbandon: keeps the event for the funnel; the token stays usable.
+pub async fn record_abandon(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    input: AbandonInput,
+) -> Result<Recorded, SignupError> {
+    let event = input
+        .event
+        .ok_or_else(|| invalid("event", "must be FINISH, CANCEL or ERROR"))?;
+    let token = SignupToken::parse(&input.token).ok_or(SignupError::TokenNotFound)?;
+    let now = clock.now();
+    let abandon = Abandon {
+        at: now,
+        event,
+        step: bounded("step", input.step, 64)?,
+        error_code: bounded("errorCode", input.error_code, 32)?,
+        error_message: bounded("errorMessage", input.error_message, 500)?,
+        meta_session_id: bounded("metaSessionId", input.meta_session_id, 128)?,
+    };
+    let session = store
+        .session_by_token(&token.hash())
+        .await?
+        .ok_or(SignupError::TokenNotFound)?;
+    match session.status_at(now) {
+        SessionStatus::Expired => return Err(SignupError::TokenExpired),
+        SessionStatus::Completed => return Err(SignupError::TokenUsed),
+        _ => {}
+    }
+    if !store.record_abandon(&session.id, &abandon).await? {
+        info!(session_id = %session.id, "abandon not recorded (session finished or full)");
+    }
+    let status = match event {
+        AbandonEvent::Cancel => "cancelled",
+        AbandonEvent::Error => "error",
+    };
+    info!(session_id = %session.id, app_id = %session.app_id, event = status, step = ?abandon.step, "signup abandoned");
+    Ok(Recorded {
+        redirect_url: session
+            .redirect_url
+            .with_query(&[("status", status), ("sessionId", session.id.as_str())]),
+        session_id: session.id,
+    })
+}

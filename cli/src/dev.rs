@@ -1,15 +1,21 @@
-//! `pipes dev`: every route on 127.0.0.1, backed by the embedded store in the data dir.
-//! On first start it creates the demo App and prints its key once.
+//! `pipes dev`: every route on 127.0.0.1, backed by the embedded store in the data dir
+//! (SQLite, the master key, the job table, the sandbox's state). Without Meta
+//! credentials it runs in sandbox mode. On first start it creates the demo App and
+//! prints its key once.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
+use axum::Router;
 use clap::Args;
-use pipes_adapters::EmbeddedStore;
+use pipes_adapters::config::MetaConfig;
+use pipes_adapters::{EmbeddedStore, local_key};
+use pipes_core::crypto::Envelope;
 use pipes_core::usecases::{PublicBaseUrl, admin};
 use pipes_core::{AppStore, Clock, Slug, SystemClock};
-use pipes_http::{ApiState, local_router};
+use pipes_http::{ApiState, PageConfig, SignupState, local_router};
+use pipes_sandbox::{GRAPH_PATH, SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_CONFIG_ID, Sandbox};
 use tokio::net::TcpListener;
 
 pub const DEMO_SLUG: &str = "demo";
@@ -25,29 +31,74 @@ pub struct DevArgs {
 }
 
 pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let meta = MetaConfig::from_env()?;
     let store = EmbeddedStore::open(data_dir)?;
+    let master = local_key::load_or_create(data_dir)?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.port)).await?;
     let addr = listener.local_addr()?;
     let base = args
         .public_base_url
         .unwrap_or_else(|| format!("http://{addr}"));
     let public_base_url = PublicBaseUrl::parse(&base).map_err(anyhow::Error::msg)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    let (meta, sandbox) = match meta {
+        Some(live) => (live, Router::new()),
+        None => {
+            let sandbox = Sandbox::persistent(data_dir.join(SANDBOX_FILE), Arc::clone(&clock))?;
+            (sandbox_meta(addr)?, pipes_sandbox::router(sandbox))
+        }
+    };
+    let is_sandbox = meta.app_id == SANDBOX_APP_ID;
 
     println!("Pipes.bot dev server listening on http://{addr}");
     println!("data dir: {}", data_dir.display());
+    if is_sandbox {
+        println!(
+            "sandbox mode: a simulated Meta answers at http://{addr}{GRAPH_PATH} \
+             (set META_APP_ID, META_APP_SECRET and META_CONFIG_ID to use the real Graph API)"
+        );
+    } else {
+        println!("live mode: Graph API at {}", meta.graph_base_url);
+    }
     announce_demo_app(&store, addr).await?;
     println!("ready (Ctrl-C stops)");
 
-    let state = ApiState {
-        store: Arc::new(store),
-        clock: Arc::new(SystemClock),
-        public_base_url,
+    let store = Arc::new(store);
+    let state = SignupState {
+        api: ApiState {
+            store: store.clone(),
+            clock,
+            public_base_url,
+        },
+        graph: Arc::new(meta.graph_client()?),
+        envelope: Envelope::new(Arc::new(master)),
+        queue: store,
+        page: PageConfig {
+            meta_app_id: meta.app_id.clone(),
+            config_id: meta.config_id.clone(),
+            graph_version: meta.graph_version.clone(),
+            sandbox: is_sandbox,
+        },
     };
-    axum::serve(listener, local_router(state))
+    axum::serve(listener, local_router(state, sandbox))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     println!("stopped");
     Ok(())
+}
+
+pub const SANDBOX_FILE: &str = "sandbox.json";
+
+/// The sandbox's Meta app, reached over loopback on this very server.
+fn sandbox_meta(addr: SocketAddr) -> anyhow::Result<MetaConfig> {
+    Ok(MetaConfig {
+        app_id: SANDBOX_APP_ID.to_owned(),
+        app_secret: SANDBOX_APP_SECRET.to_owned().into(),
+        config_id: SANDBOX_CONFIG_ID.to_owned(),
+        graph_base_url: format!("http://{addr}{GRAPH_PATH}").parse()?,
+        graph_version: pipes_adapters::graph::GraphConfig::DEFAULT_VERSION.to_owned(),
+    })
 }
 
 /// Creates the demo App on first start and prints its key and a curl line; later

@@ -11,10 +11,16 @@ use axum::body::Body;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
+use pipes_adapters::graph::{GraphClient, GraphConfig};
+use pipes_adapters::kms::KmsWrapper;
+use pipes_adapters::sqs::SqsQueue;
 use pipes_adapters::{DynamoStore, EmbeddedStore, dynamo};
+use pipes_core::crypto::{Envelope, KeyWrapper};
+use pipes_core::queue::{Job, JobQueue};
 use pipes_core::usecases::{PublicBaseUrl, admin};
 use pipes_core::{App, AppKey, Clock, Store};
-use pipes_http::ApiState;
+use pipes_http::{ApiState, PageConfig, SignupState};
+use pipes_sandbox::{Sandbox, SignupRequest, SignupResult};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -73,12 +79,126 @@ fn uuid_like() -> String {
     pipes_core::random::base62(12).to_lowercase()
 }
 
-/// The router under test with one App and its key.
+/// What a TestApp runs on: a store, a job queue and a key wrapper, either all embedded
+/// or all AWS (DynamoDB, SQS and KMS on moto's server).
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn JobQueue>,
+    pub wrapper: Arc<dyn KeyWrapper>,
+    /// The embedded store, when this backend is embedded (for its job table and file).
+    pub embedded: Option<EmbeddedStore>,
+    /// The SQS queue, when this backend is AWS.
+    pub sqs: Option<SqsQueue>,
+    /// The DynamoDB table, when this backend is AWS.
+    pub table: Option<String>,
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Backend {
+    pub fn embedded() -> Self {
+        let (store, dir) = embedded_store();
+        let master = pipes_adapters::local_key::load_or_create(dir.path()).unwrap();
+        Self {
+            store: Arc::new(store.clone()),
+            queue: Arc::new(store.clone()),
+            wrapper: Arc::new(master),
+            embedded: Some(store),
+            sqs: None,
+            table: None,
+            _dir: Some(Arc::new(dir)),
+        }
+    }
+
+    pub async fn aws() -> Self {
+        let conf = emulator().await;
+        let store = dynamo_store().await;
+        let queue = sqs_queue(&conf).await;
+        let table = Some(store.table().to_owned());
+        Self {
+            table,
+            store: Arc::new(store),
+            queue: Arc::new(queue.clone()),
+            wrapper: Arc::new(kms_wrapper(&conf).await),
+            embedded: None,
+            sqs: Some(queue),
+            _dir: None,
+        }
+    }
+
+    /// The jobs waiting in the queue, without consuming them.
+    pub async fn queued_jobs(&self) -> Vec<Job> {
+        if let Some(e) = &self.embedded {
+            let now = Utc::now();
+            let jobs = e.take_jobs(now, 1000, now).await.unwrap();
+            return jobs
+                .iter()
+                .map(|j| serde_json::from_str(&j.body).unwrap())
+                .collect();
+        }
+        let sqs = self.sqs.as_ref().expect("a queue");
+        let client = aws_sdk_sqs::Client::new(&emulator().await);
+        let mut jobs = Vec::new();
+        loop {
+            let out = client
+                .receive_message()
+                .queue_url(sqs.queue_url())
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
+            let msgs = out.messages.unwrap_or_default();
+            if msgs.is_empty() || jobs.len() > 1000 {
+                break;
+            }
+            let before = jobs.len();
+            for m in msgs {
+                let job: Job = serde_json::from_str(m.body().unwrap()).unwrap();
+                jobs.push((m.message_id.unwrap_or_default(), job));
+            }
+            jobs.sort_by(|a, b| a.0.cmp(&b.0));
+            jobs.dedup_by(|a, b| a.0 == b.0);
+            if jobs.len() == before {
+                break;
+            }
+        }
+        jobs.into_iter().map(|(_, j)| j).collect()
+    }
+}
+
+/// A KMS key on the emulator, wrapped as the platform uses it.
+pub async fn kms_wrapper(conf: &aws_config::SdkConfig) -> KmsWrapper {
+    let client = aws_sdk_kms::Client::new(conf);
+    let key = client.create_key().send().await.unwrap();
+    let id = key.key_metadata.unwrap().key_id;
+    KmsWrapper::new(client, id)
+}
+
+/// A fresh SQS queue on the emulator.
+pub async fn sqs_queue(conf: &aws_config::SdkConfig) -> SqsQueue {
+    let client = aws_sdk_sqs::Client::new(conf);
+    let out = client
+        .create_queue()
+        .queue_name(format!("pipes-test-{}", uuid_like()))
+        .send()
+        .await
+        .unwrap();
+    SqsQueue::new(client, out.queue_url.unwrap())
+}
+
+/// The whole local platform in process (every route, sandbox Meta) with one App and
+/// its key. The sandbox's Graph API is also served on a loopback port, where the real
+/// Graph client reaches it.
 #[derive(Debug)]
 pub struct TestApp {
     pub router: axum::Router,
+    pub backend: Backend,
     pub store: Arc<dyn Store>,
     pub clock: ManualClock,
+    pub sandbox: Sandbox,
+    pub graph_base: String,
+    pub envelope: Envelope,
     pub app: App,
     pub key: AppKey,
 }
@@ -86,26 +206,60 @@ pub struct TestApp {
 pub const BASE_URL: &str = "https://connect.pipes.test";
 
 impl TestApp {
-    pub async fn spawn(store: Arc<dyn Store>) -> Self {
-        Self::spawn_with_origins(store, &[]).await
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with_origins(backend, &[]).await
     }
 
-    pub async fn spawn_with_origins(store: Arc<dyn Store>, origins: &[&str]) -> Self {
+    pub async fn spawn_with_origins(backend: Backend, origins: &[&str]) -> Self {
+        Self::spawn_with(backend, origins, BASE_URL).await
+    }
+
+    pub async fn spawn_with(backend: Backend, origins: &[&str], base_url: &str) -> Self {
         let clock = ManualClock::new();
+        let store = Arc::clone(&backend.store);
         let origins: Vec<String> = origins.iter().map(|s| s.to_string()).collect();
         let slug = format!("acme-{}", uuid_like());
         let created = admin::create_app(&*store, clock.now(), &slug, "Acme CRM", &origins)
             .await
             .unwrap();
-        let state = ApiState {
-            store: Arc::clone(&store),
-            clock: Arc::new(clock.clone()),
-            public_base_url: PublicBaseUrl::parse(BASE_URL).unwrap(),
+        let sandbox = Sandbox::in_memory(Arc::new(clock.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox_addr = listener.local_addr().unwrap();
+        let sandbox_router = pipes_sandbox::router(sandbox.clone());
+        tokio::spawn(async move { axum::serve(listener, sandbox_router).await });
+        let graph_base = format!("http://{sandbox_addr}{}", pipes_sandbox::GRAPH_PATH);
+        let mut graph = GraphConfig::new(
+            graph_base.parse().unwrap(),
+            pipes_sandbox::SANDBOX_APP_ID,
+            pipes_sandbox::SANDBOX_APP_SECRET.to_owned().into(),
+        );
+        graph.timeout = std::time::Duration::from_secs(2);
+        graph.backoff = std::time::Duration::from_millis(10);
+        let envelope = Envelope::new(Arc::clone(&backend.wrapper));
+        let state = SignupState {
+            api: ApiState {
+                store: Arc::clone(&store),
+                clock: Arc::new(clock.clone()),
+                public_base_url: PublicBaseUrl::parse(base_url).unwrap(),
+            },
+            graph: Arc::new(GraphClient::new(graph).unwrap()),
+            envelope: envelope.clone(),
+            queue: Arc::clone(&backend.queue),
+            page: PageConfig {
+                meta_app_id: pipes_sandbox::SANDBOX_APP_ID.into(),
+                config_id: pipes_sandbox::SANDBOX_CONFIG_ID.into(),
+                graph_version: "v25.0".into(),
+                sandbox: true,
+            },
         };
         Self {
-            router: pipes_http::local_router(state),
+            router: pipes_http::local_router(state, pipes_sandbox::router(sandbox.clone())),
+            backend,
             store,
             clock,
+            sandbox,
+            graph_base,
+            envelope,
             app: created.app,
             key: created.key,
         }
@@ -140,12 +294,30 @@ impl TestApp {
     }
 
     pub async fn issue(&self, body: Value) -> TestResponse {
-        let req = self
-            .authed(Method::POST, "/v1/apps/token")
+        self.issue_as(&self.key, body).await
+    }
+
+    pub async fn issue_as(&self, key: &AppKey, body: Value) -> TestResponse {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/apps/token")
+            .header(header::AUTHORIZATION, format!("Bearer {}", key.expose()))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body.to_string()))
             .unwrap();
         self.send(req).await
+    }
+
+    /// Mints a signup token for this App; returns (token, sessionId).
+    pub async fn signup_token(&self) -> (String, String) {
+        let v = self
+            .issue(serde_json::json!({"redirectUrl": "https://partner.example/done?x=1"}))
+            .await
+            .json();
+        (
+            v["token"].as_str().unwrap().to_owned(),
+            v["sessionId"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub async fn get_session(&self, id: &str) -> TestResponse {
@@ -154,6 +326,42 @@ impl TestApp {
             .body(Body::empty())
             .unwrap();
         self.send(req).await
+    }
+
+    pub async fn post_json(&self, uri: &str, body: Value) -> TestResponse {
+        let req = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// Posts a FINISH callback for `token` with what a sandbox signup produced.
+    pub async fn finish(&self, token: &str, signup: &SignupResult) -> TestResponse {
+        self.post_json(
+            "/v1/signup/callback",
+            serde_json::json!({
+                "token": token, "event": "FINISH", "code": signup.code,
+                "wabaId": signup.waba_id, "phoneNumberId": signup.phone_number_id,
+                "businessId": signup.business_id,
+            }),
+        )
+        .await
+    }
+
+    /// A sandbox signup (a finished Embedded Signup) for a new number.
+    pub fn sandbox_signup(&self) -> SignupResult {
+        self.sandbox.signup(SignupRequest::default()).unwrap()
+    }
+
+    /// A sandbox signup for a given number (existing or new).
+    pub fn sandbox_signup_for(&self, phone: &str) -> SignupResult {
+        self.sandbox
+            .signup(SignupRequest {
+                phone_number_id: Some(phone.into()),
+                ..SignupRequest::default()
+            })
+            .unwrap()
     }
 }
 

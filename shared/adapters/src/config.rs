@@ -45,3 +45,114 @@ pub async fn dynamo_store() -> Result<crate::DynamoStore, ConfigError> {
     let table = required("TABLE_NAME")?;
     Ok(crate::DynamoStore::from_conf(&aws().await, table))
 }
+
+/// Meta's credentials and where to reach the Graph API.
+#[derive(Debug, Clone)]
+pub struct MetaConfig {
+    pub app_id: String,
+    pub app_secret: secrecy::SecretString,
+    pub config_id: String,
+    pub graph_base_url: url::Url,
+    pub graph_version: String,
+}
+
+fn graph_location() -> Result<(url::Url, String), ConfigError> {
+    let base = optional("META_GRAPH_BASE_URL")
+        .unwrap_or_else(|| crate::graph::GraphConfig::DEFAULT_BASE_URL.to_owned());
+    let base = url::Url::parse(&base).map_err(|e| ConfigError::Invalid {
+        name: "META_GRAPH_BASE_URL",
+        message: e.to_string(),
+    })?;
+    let version = optional("META_GRAPH_VERSION")
+        .unwrap_or_else(|| crate::graph::GraphConfig::DEFAULT_VERSION.to_owned());
+    if !version.starts_with('v') || version.len() > 8 {
+        return Err(ConfigError::Invalid {
+            name: "META_GRAPH_VERSION",
+            message: "expected a version like v25.0".into(),
+        });
+    }
+    Ok((base, version))
+}
+
+/// An optional variable; empty counts as unset.
+pub fn optional(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl MetaConfig {
+    /// Live Meta configuration when `META_APP_ID`, `META_APP_SECRET` and `META_CONFIG_ID`
+    /// are all set; `None` when none is (sandbox mode); an error when only some are.
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        let names = ["META_APP_ID", "META_APP_SECRET", "META_CONFIG_ID"];
+        let set: Vec<Option<String>> = names.iter().map(|n| optional(n)).collect();
+        match set.as_slice() {
+            [None, None, None] => Ok(None),
+            [Some(app_id), Some(secret), Some(config_id)] => {
+                let (graph_base_url, graph_version) = graph_location()?;
+                Ok(Some(Self {
+                    app_id: app_id.clone(),
+                    app_secret: secret.clone().into(),
+                    config_id: config_id.clone(),
+                    graph_base_url,
+                    graph_version,
+                }))
+            }
+            _ => {
+                let missing = names
+                    .iter()
+                    .zip(&set)
+                    .find(|(_, v)| v.is_none())
+                    .map_or("META_APP_ID", |(n, _)| *n);
+                Err(ConfigError::Missing(missing))
+            }
+        }
+    }
+
+    /// For Lambda: the app id and config id from the environment, the secret from an
+    /// SSM SecureString parameter named by `META_APP_SECRET_PARAMETER` (read once, at
+    /// cold start), so the secret never sits in the template or the function's config.
+    pub async fn from_env_and_ssm(conf: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        let app_id = required("META_APP_ID")?;
+        let config_id = required("META_CONFIG_ID")?;
+        let parameter = required("META_APP_SECRET_PARAMETER")?;
+        let out = aws_sdk_ssm::Client::new(conf)
+            .get_parameter()
+            .name(&parameter)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| ConfigError::Invalid {
+                name: "META_APP_SECRET_PARAMETER",
+                message: format!(
+                    "could not read the parameter: {}",
+                    aws_sdk_ssm::error::DisplayErrorContext(&e)
+                ),
+            })?;
+        let secret = out
+            .parameter
+            .and_then(|p| p.value)
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Invalid {
+                name: "META_APP_SECRET_PARAMETER",
+                message: "the parameter has no value".into(),
+            })?;
+        let (graph_base_url, graph_version) = graph_location()?;
+        Ok(Self {
+            app_id,
+            app_secret: secret.into(),
+            config_id,
+            graph_base_url,
+            graph_version,
+        })
+    }
+
+    pub fn graph_client(&self) -> Result<crate::graph::GraphClient, pipes_core::meta::GraphError> {
+        let mut cfg = crate::graph::GraphConfig::new(
+            self.graph_base_url.clone(),
+            self.app_id.clone(),
+            self.app_secret.clone(),
+        );
+        cfg.version.clone_from(&self.graph_version);
+        crate::graph::GraphClient::new(cfg)
+    }
+}

@@ -1,10 +1,15 @@
-//! Implementations of the domain's ports: DynamoDB for AWS, SQLite for the embedded
-//! local store, and the start-up configuration helpers the hosts share.
+//! Implementations of the domain's ports: DynamoDB, KMS and SQS for AWS; SQLite, a
+//! master-key file and a durable job table for local use; the Graph API client; and
+//! the start-up configuration helpers the hosts share.
 
 mod codec;
 pub mod config;
 pub mod dynamo;
 pub mod embedded;
+pub mod graph;
+pub mod kms;
+pub mod local_key;
+pub mod sqs;
 
 pub use dynamo::DynamoStore;
 pub use embedded::EmbeddedStore;

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pipes_core::StoreError;
 use pipes_core::session::SessionError;
+use pipes_core::usecases::signup::SignupError;
 use pipes_core::usecases::{AuthError, GetSessionError, IssueTokenError};
 use serde_json::json;
 
@@ -109,5 +110,30 @@ impl From<GetSessionError> for ApiError {
             GetSessionError::NotFound => Self::not_found("session"),
             GetSessionError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<SignupError> for ApiError {
+    fn from(e: SignupError) -> Self {
+        let status = match &e {
+            SignupError::Invalid { field, message } => return Self::invalid(field, message),
+            SignupError::Store(e) => {
+                tracing::error!(error = %e, "store failure during signup");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            SignupError::TokenNotFound => StatusCode::NOT_FOUND,
+            SignupError::TokenExpired | SignupError::TokenUsed => StatusCode::GONE,
+            SignupError::InProgress | SignupError::LinkedToAnotherApp => StatusCode::CONFLICT,
+            SignupError::MetaValidation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            SignupError::ExchangeFailed => StatusCode::BAD_GATEWAY,
+            SignupError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let message = match &e {
+            SignupError::Store(_) | SignupError::Unavailable => {
+                "the service is temporarily unavailable; retry shortly".to_owned()
+            }
+            e => e.to_string(),
+        };
+        Self::new(status, e.code(), message)
     }
 }

@@ -4,8 +4,10 @@
 
 pub mod error;
 pub mod extract;
+pub mod html;
 mod layers;
 mod partner;
+pub mod signup;
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use pipes_core::usecases::PublicBaseUrl;
 use pipes_core::{Clock, Store};
 
 pub use error::ApiError;
+pub use signup::{PageConfig, SignupState};
 
 /// What every handler may use; built once at start-up.
 #[derive(Debug, Clone)]
@@ -28,7 +31,19 @@ pub fn token_issuer_router(state: ApiState) -> Router {
     layers::finish(partner::routes().with_state(state))
 }
 
-/// Every route the platform serves, for the local server.
-pub fn local_router(state: ApiState) -> Router {
-    layers::finish(partner::routes().with_state(state).merge(layers::healthz()))
+/// The signup-callback's routes: the hosted page and `POST /v1/signup/callback`.
+pub fn signup_router(state: SignupState) -> Router {
+    layers::finish(signup::routes().with_state(state))
+}
+
+/// Every route the platform serves, for the local server; `extra` holds routes of
+/// the host's own (the sandbox in local mode).
+pub fn local_router(signup: SignupState, extra: Router) -> Router {
+    let partner = partner::routes().with_state(signup.api.clone());
+    layers::finish(
+        partner
+            .merge(signup::routes().with_state(signup))
+            .merge(layers::healthz())
+            .merge(extra),
+    )
 }

@@ -1,20 +1,17 @@
 //! The partner API over HTTP (in process): issuing tokens, reading sessions, and every
 //! kind of bad input, each of which gets API.md's error body and changes nothing.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use chrono::{DateTime, Duration, Utc};
 use http::{Method, Request, StatusCode, header};
 use pipes_core::usecases::admin;
-use pipes_core::{AppKey, Clock, Store};
-use pipes_tests::{BASE_URL, LogCapture, TestApp, embedded_store, raw_rows};
+use pipes_core::{AppKey, Clock};
+use pipes_tests::{BASE_URL, Backend, LogCapture, TestApp, raw_rows};
 use serde_json::{Value, json};
 
 struct Fixture {
     t: TestApp,
     db: std::path::PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -23,10 +20,10 @@ impl Fixture {
     }
 
     async fn with_origins(origins: &[&str]) -> Self {
-        let (store, dir) = embedded_store();
-        let db = store.path().to_owned();
-        let t = TestApp::spawn_with_origins(Arc::new(store), origins).await;
-        Self { t, db, _dir: dir }
+        let backend = Backend::embedded();
+        let db = backend.embedded.as_ref().unwrap().path().to_owned();
+        let t = TestApp::spawn_with_origins(backend, origins).await;
+        Self { t, db }
     }
 
     fn rows(&self) -> String {
@@ -467,8 +464,7 @@ async fn logs_never_contain_tokens_or_app_keys() {
 
 #[tokio::test]
 async fn the_api_works_the_same_on_dynamodb() {
-    let store: Arc<dyn Store> = Arc::new(pipes_tests::dynamo_store().await);
-    let t = TestApp::spawn(store).await;
+    let t = TestApp::spawn(Backend::aws().await).await;
     let v = t.issue(ok_body()).await.json();
     let s = t.get_session(v["sessionId"].as_str().unwrap()).await;
     assert_eq!(s.status, StatusCode::OK);

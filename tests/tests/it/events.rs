@@ -2,11 +2,9 @@
 //! they parse with lambda_http and, with a live key and session put in, the shared
 //! router answers them as the Lambda would.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use http::{HeaderValue, StatusCode, header};
-use pipes_tests::{TestApp, embedded_store};
+use pipes_tests::{Backend, TestApp};
 use serde_json::json;
 
 const POST_TOKEN: &str = include_str!("../../../events/token-issuer/post-apps-token.json");
@@ -29,8 +27,7 @@ fn request(event: &str, key: &str, session_id: Option<&str>) -> http::Request<Bo
 
 #[tokio::test]
 async fn the_sample_events_are_served_by_the_token_issuer_router() {
-    let (store, _dir) = embedded_store();
-    let t = TestApp::spawn(Arc::new(store)).await;
+    let t = TestApp::spawn(Backend::embedded()).await;
 
     let res = t.send(request(POST_TOKEN, t.key.expose(), None)).await;
     assert_eq!(
@@ -51,8 +48,7 @@ async fn the_sample_events_are_served_by_the_token_issuer_router() {
 
 #[tokio::test]
 async fn the_sample_events_key_is_a_placeholder_that_does_not_authenticate() {
-    let (store, _dir) = embedded_store();
-    let t = TestApp::spawn(Arc::new(store)).await;
+    let t = TestApp::spawn(Backend::embedded()).await;
     let req = lambda_http::request::from_str(POST_TOKEN).unwrap();
     let (parts, body) = req.into_parts();
     let res = t

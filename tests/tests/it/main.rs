@@ -5,4 +5,8 @@
 mod api;
 mod contract;
 mod events;
+mod graph_client;
+mod kms;
+mod sandbox;
 mod secrets_at_rest;
+mod signup;

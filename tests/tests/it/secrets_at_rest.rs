@@ -1,11 +1,8 @@
 //! Signup tokens and app keys are stored only as hashes: the raw rows and items of both
 //! stores, read the way an operator with database access would, hold neither.
 
-use std::sync::Arc;
-
 use aws_sdk_dynamodb::Client;
-use pipes_core::Store;
-use pipes_tests::{TestApp, embedded_store, raw_rows};
+use pipes_tests::{Backend, TestApp, raw_rows};
 use serde_json::json;
 
 async fn issue_some(t: &TestApp) -> Vec<String> {
@@ -37,9 +34,9 @@ fn assert_no_plaintext(dump: &str, secrets: &[String]) {
 
 #[tokio::test]
 async fn the_embedded_store_holds_no_token_or_key() {
-    let (store, _dir) = embedded_store();
-    let db = store.path().to_owned();
-    let t = TestApp::spawn(Arc::new(store)).await;
+    let backend = Backend::embedded();
+    let db = backend.embedded.as_ref().unwrap().path().to_owned();
+    let t = TestApp::spawn(backend).await;
     let mut secrets = issue_some(&t).await;
     secrets.push(t.key.expose().to_owned());
     let dump = raw_rows(&db);
@@ -60,9 +57,9 @@ async fn the_embedded_store_holds_no_token_or_key() {
 
 #[tokio::test]
 async fn the_dynamodb_table_holds_no_token_or_key() {
-    let store = pipes_tests::dynamo_store().await;
-    let table = store.table().to_owned();
-    let t = TestApp::spawn(Arc::new(store) as Arc<dyn Store>).await;
+    let backend = Backend::aws().await;
+    let table = backend.table.clone().unwrap();
+    let t = TestApp::spawn(backend).await;
     let mut secrets = issue_some(&t).await;
     secrets.push(t.key.expose().to_owned());
     let client = Client::new(&pipes_tests::emulator().await);

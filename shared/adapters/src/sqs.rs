@@ -1,0 +1,39 @@
+//! The SQS `JobQueue`: one message per job, its body the job's JSON.
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use pipes_core::queue::{Job, JobQueue, QueueError};
+
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    queue_url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqsQueue {
+    async fn enqueue(&self, job: &Job) -> Result<(), QueueError> {
+        let body = serde_json::to_string(job).map_err(|e| QueueError(Box::new(e)))?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| QueueError(Box::new(e)))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+// The hosted signup page's script: runs Meta's Embedded Signup (or the sandbox's
+// stand-in), holds the code and the WA_EMBEDDED_SIGNUP message until both have
+// arrived (they come in no fixed order), posts the callback once, then sends the
+// owner back to the partner. Configuration comes from the JSON block, not from code.
+(function () {
+  "use strict";
+  var cfg = JSON.parse(document.getElementById("pipes-config").textContent);
+  var connect = document.getElementById("connect");
+  var statusEl = document.getElementById("status");
+  var retry = document.getElementById("retry");
+  var tryAgain = document.getElementById("try-again");
+  var back = document.getElementById("back");
+  var code = null;
+  var info = null;
+  var busy = false;
+
+  function show(text) { statusEl.textContent = text; }
+  function offerRetry() { retry.hidden = false; connect.hidden = true; }
+
+  // Only Meta may speak to the page: facebook.com or a subdomain of it over https
+  // (a plain endsWith("facebook.com") would also accept evilfacebook.com). In sandbox
+  // mode the stand-in SDK runs in this page, so the page's own origin is Meta.
+  function trusted(origin) {
+    if (cfg.sandbox) return origin === window.location.origin;
+    var url;
+    try { url = new URL(origin); } catch (e) { return false; }
+    return url.protocol === "https:" &&
+      (url.hostname === "facebook.com" || url.hostname.slice(-13) === ".facebook.com");
+  }
+
+  function send(body) {
+    body.token = cfg.token;
+    return fetch(cfg.callbackUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      credentials: "omit",
+    }).then(function (r) {
+      return r.json().then(function (j) { return { ok: r.ok, body: j }; });
+    });
+  }
+
+  function failed(res) {
+    var message = res && res.body && res.body.error ? res.body.error.message : "Something went wrong.";
+    show(message);
+    offerRetry();
+  }
+
+  function finishIfReady() {
+    if (!code || !info || busy) return;
+    busy = true;
+    show("Connecting your number…");
+    send({ event: "FINISH", code: code, wabaId: info.waba_id, phoneNumberId: info.phone_number_id, businessId: info.business_id })
+      .then(function (res) {
+        if (res.ok) {
+          show("Connected. Taking you back…");
+          window.location.assign(res.body.redirectUrl);
+          return;
+        }
+        code = null; info = null; busy = false;
+        failed(res);
+      }, function () { code = null; info = null; busy = false; failed(null); });
+  }
+
+  function abandon(body, text) {
+    show(text);
+    send(body).then(function (res) {
+      if (res.ok && res.body.redirectUrl) back.href = res.body.redirectUrl;
+      offerRetry();
+    }, function () { offerRetry(); });
+  }
+
+  window.addEventListener("message", function (event) {
+    if (!trusted(event.origin)) return;
+    var msg;
+    try { msg = typeof event.data === "string" ? JSON.parse(event.data) : event.data; } catch (e) { return; }
+    if (!msg || msg.type !== "WA_EMBEDDED_SIGNUP") return;
+    var data = msg.data || {};
+    if (typeof msg.event === "string" && msg.event.indexOf("FINISH") === 0) {
+      if (!data.phone_number_id || !data.waba_id) {
+        show("Meta finished without a WhatsApp number. Please connect again and pick a number.");
+        offerRetry();
+        return;
+      }
+      info = data;
+      finishIfReady();
+    } else if (msg.event === "CANCEL" && data.error_message) {
+      abandon({ event: "ERROR", errorCode: String(data.error_code || ""), errorMessage: String(data.error_message),
+        metaSessionId: data.session_id ? String(data.session_id) : undefined },
+        "Meta reported a problem: " + data.error_message);
+    } else if (msg.event === "CANCEL") {
+      abandon({ event: "CANCEL", step: data.current_step ? String(data.current_step) : undefined },
+        "You left the signup before it finished.");
+    } else if (msg.event === "ERROR") {
+      abandon({ event: "ERROR", errorCode: String(data.error_code || ""), errorMessage: String(data.error_message || "unknown error") },
+        "Meta reported a problem.");
+    }
+  });
+
+  function launch() {
+    code = null; info = null; busy = false;
+    retry.hidden = true; connect.hidden = false;
+    show("");
+    window.FB.login(function (response) {
+      if (response && response.authResponse && response.authResponse.code) {
+        code = response.authResponse.code;
+        finishIfReady();
+      }
+    }, {
+      config_id: cfg.configId,
+      response_type: "code",
+      override_default_response_type: true,
+      extras: { setup: {} },
+    });
+  }
+
+  window.fbAsyncInit = function () {
+    window.FB.init({ appId: cfg.metaAppId, autoLogAppEvents: true, xfbml: true, version: cfg.graphVersion });
+    connect.disabled = false;
+  };
+  if (window.FB) window.fbAsyncInit();
+  connect.addEventListener("click", launch);
+  tryAgain.addEventListener("click", launch);
+})();

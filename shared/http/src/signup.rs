@@ -1,0 +1,288 @@
+//! The number owner's routes: the hosted signup page (`GET /apps/{slug}?token=`) and the
+//! signup callback (`POST /v1/signup/callback`). Both are public: the token authenticates.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pipes_core::crypto::Envelope;
+use pipes_core::meta::MetaGraph;
+use pipes_core::queue::JobQueue;
+use pipes_core::random;
+use pipes_core::session::AbandonEvent;
+use pipes_core::usecases::signup::{
+    AbandonInput, FinishInput, PageError, SignupDeps, complete_signup, open_signup_page,
+    record_abandon,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::extract::ApiJson;
+use crate::html::{document, error_page, escape, script_json};
+use crate::{ApiError, ApiState};
+
+/// What the page needs to start Meta's Embedded Signup.
+#[derive(Debug, Clone)]
+pub struct PageConfig {
+    pub meta_app_id: String,
+    pub config_id: String,
+    /// Graph API version for `FB.init`, e.g. `v25.0`.
+    pub graph_version: String,
+    /// Load the sandbox's stand-in SDK and trust the page's own origin.
+    pub sandbox: bool,
+}
+
+pub const META_SDK_URL: &str = "https://connect.facebook.net/en_US/sdk.js";
+
+/// Everything the signup routes use; built once at start-up.
+#[derive(Debug, Clone)]
+pub struct SignupState {
+    pub api: ApiState,
+    pub graph: Arc<dyn MetaGraph>,
+    pub envelope: Envelope,
+    pub queue: Arc<dyn JobQueue>,
+    pub page: PageConfig,
+}
+
+pub(crate) fn routes() -> Router<SignupState> {
+    Router::new()
+        .route("/apps/{slug}", get(page))
+        .route("/v1/signup/callback", post(callback))
+}
+
+const SIGNUP_JS: &str = include_str!("signup.js");
+
+fn content_security_policy(nonce: &str, sandbox: bool) -> String {
+    let (script, connect, frame, img) = if sandbox {
+        (String::new(), String::new(), "'none'", "'self' data:")
+    } else {
+        (
+            " https://connect.facebook.net".to_owned(),
+            " https://*.facebook.com https://graph.facebook.com".to_owned(),
+            "https://*.facebook.com",
+            "'self' data: https://*.facebook.com https://*.fbcdn.net",
+        )
+    };
+    format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'{script}; connect-src 'self'{connect}; \
+         frame-src {frame}; img-src {img}; style-src 'self' 'unsafe-inline'; base-uri 'none'; \
+         form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
+/// The headers every hosted page and error page carries.
+fn page_response(status: StatusCode, html: String, csp: String) -> Response {
+    let mut res = (status, Html(html)).into_response();
+    let h = res.headers_mut();
+    let pairs = [
+        (header::CACHE_CONTROL, "no-store".to_owned()),
+        (header::REFERRER_POLICY, "no-referrer".to_owned()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        (header::X_FRAME_OPTIONS, "DENY".to_owned()),
+        (header::CONTENT_SECURITY_POLICY, csp),
+    ];
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    res
+}
+
+fn page_error(e: PageError) -> Response {
+    let (status, heading, text) = match e {
+        PageError::UnknownApp => (
+            StatusCode::NOT_FOUND,
+            "Link not found",
+            "This signup link does not point to a known service.",
+        ),
+        PageError::UnknownToken => (
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "This signup link is not valid. It may have been mistyped or belong to another service.",
+        ),
+        PageError::Expired => (
+            StatusCode::GONE,
+            "Link expired",
+            "This signup link has expired.",
+        ),
+        PageError::Used => (
+            StatusCode::GONE,
+            "Link already used",
+            "This signup link was already used to connect a WhatsApp number.",
+        ),
+        PageError::Store(e) => {
+            tracing::error!(error = %e, "hosted page: store failure");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "We could not load this page. Please try again in a minute.",
+            )
+        }
+    };
+    let csp =
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+            .to_owned();
+    page_response(status, error_page(heading, text), csp)
+}
+
+async fn page(
+    State(state): State<SignupState>,
+    Path(slug): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let token = query.get("token").map(String::as_str);
+    let (app, session) =
+        match open_signup_page(&*state.api.store, &*state.api.clock, &slug, token).await {
+            Ok(found) => found,
+            Err(e) => return page_error(e),
+        };
+    let nonce = random::base62(22);
+    let cfg = &state.page;
+    let config = json!({
+        "token": token.unwrap_or_default(),
+        "callbackUrl": "/v1/signup/callback",
+        "metaAppId": cfg.meta_app_id,
+        "configId": cfg.config_id,
+        "graphVersion": cfg.graph_version,
+        "sandbox": cfg.sandbox,
+    });
+    let cancelled = session
+        .redirect_url
+        .with_query(&[("status", "cancelled"), ("sessionId", session.id.as_str())]);
+    let name = escape(app.name.as_str());
+    let banner = if cfg.sandbox {
+        "<p class=\"sandbox\" id=\"sandbox-banner\">Sandbox mode: a simulated Meta stands in; \
+         no Meta account is used and no real number is connected.</p>"
+    } else {
+        ""
+    };
+    let body = format!(
+        "<main>{banner}<h1>Connect WhatsApp to <span id=\"app-name\">{name}</span></h1>\
+         <p><span>{name}</span> asks to send and receive WhatsApp messages for your business. \
+         Meta will ask you to log in, choose your business and the WhatsApp number to connect.</p>\
+         <p><button id=\"connect\" type=\"button\" disabled>Connect WhatsApp</button></p>\
+         <p id=\"status\" role=\"status\" aria-live=\"polite\"></p>\
+         <div id=\"retry\" hidden><p><button id=\"try-again\" type=\"button\">Try again</button> \
+         <a id=\"back\" class=\"secondary\" href=\"{back}\">Back to {name}</a></p></div></main>",
+        back = escape(cancelled.as_str()),
+    );
+    let sdk = if cfg.sandbox {
+        "/sandbox/sdk.js"
+    } else {
+        META_SDK_URL
+    };
+    let scripts = format!(
+        "<script type=\"application/json\" id=\"pipes-config\">{}</script>\
+         <script nonce=\"{nonce}\">{SIGNUP_JS}</script>\
+         <script nonce=\"{nonce}\" async defer crossorigin=\"anonymous\" src=\"{sdk}\"></script>",
+        script_json(&config)
+    );
+    let title = format!("Connect WhatsApp · {}", app.name.as_str());
+    page_response(
+        StatusCode::OK,
+        document(&title, &body, &scripts),
+        content_security_policy(&nonce, cfg.sandbox),
+    )
+}
+
+/// The callback body: one shape for the three events; which fields are required
+/// depends on `event`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CallbackBody {
+    token: String,
+    event: String,
+    code: Option<String>,
+    waba_id: Option<String>,
+    phone_number_id: Option<String>,
+    business_id: Option<String>,
+    step: Option<String>,
+    error_code: Option<Value>,
+    error_message: Option<String>,
+    meta_session_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CallbackResponse {
+    status: &'static str,
+    session_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone_number_id: Option<String>,
+    redirect_url: String,
+}
+
+fn required(field: &'static str, v: Option<String>) -> Result<String, ApiError> {
+    v.ok_or_else(|| ApiError::invalid(field, "is required"))
+}
+
+async fn callback(
+    State(state): State<SignupState>,
+    ApiJson(body): ApiJson<CallbackBody>,
+) -> Result<Json<CallbackResponse>, ApiError> {
+    let event = match body.event.as_str() {
+        "FINISH" => None,
+        "CANCEL" => Some(AbandonEvent::Cancel),
+        "ERROR" => Some(AbandonEvent::Error),
+        _ => {
+            return Err(ApiError::invalid(
+                "event",
+                "must be FINISH, CANCEL or ERROR",
+            ));
+        }
+    };
+    let Some(event) = event else {
+        let input = FinishInput {
+            token: body.token,
+            code: required("code", body.code)?,
+            waba_id: required("wabaId", body.waba_id)?,
+            phone_number_id: required("phoneNumberId", body.phone_number_id)?,
+            business_id: body.business_id,
+        };
+        let deps = SignupDeps {
+            store: &*state.api.store,
+            graph: &*state.graph,
+            envelope: &state.envelope,
+            queue: &*state.queue,
+            clock: &*state.api.clock,
+        };
+        let done = complete_signup(deps, input).await?;
+        return Ok(Json(CallbackResponse {
+            status: "completed",
+            session_id: done.session_id.to_string(),
+            phone_number_id: Some(done.phone_number_id.to_string()),
+            redirect_url: done.redirect_url.into(),
+        }));
+    };
+    let error_code = match body.error_code {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "errorCode",
+                "expected a string or a number",
+            ));
+        }
+    };
+    let input = AbandonInput {
+        token: body.token,
+        event: Some(event),
+        step: body.step,
+        error_code,
+        error_message: body.error_message,
+        meta_session_id: body.meta_session_id,
+    };
+    let recorded = record_abandon(&*state.api.store, &*state.api.clock, input).await?;
+    Ok(Json(CallbackResponse {
+        status: "pending",
+        session_id: recorded.session_id.to_string(),
+        phone_number_id: None,
+        redirect_url: recorded.redirect_url.into(),
+    }))
+}

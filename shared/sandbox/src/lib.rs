@@ -1,0 +1,337 @@
+//! A simulated Meta for `pipes dev` and tests: the Graph API calls the platform makes
+//! (under `/sandbox/graph/{version}/...`), control endpoints for people and tests
+//! (`/sandbox/signups`, revoke, health, faults, latency, call counts), and a stand-in for
+//! Meta's JS SDK (`/sandbox/sdk.js`). State can persist in a JSON file so a restarted
+//! `pipes dev` keeps the tokens it handed out.
+
+mod graph;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Path, State as AxState};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use pipes_core::Clock;
+use serde::Deserialize;
+use serde_json::json;
+
+pub use state::{
+    Fault, FaultKind, SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_CONFIG_ID, SignupRequest,
+    SignupResult,
+};
+
+/// Where the simulated Graph API is mounted, relative to the server's base URL.
+pub const GRAPH_PATH: &str = "/sandbox/graph";
+
+struct Inner {
+    state: Mutex<state::State>,
+    path: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The simulated Meta; cheap to clone.
+#[derive(Clone)]
+pub struct Sandbox(Arc<Inner>);
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sandbox({:?})", self.0.path)
+    }
+}
+
+impl Sandbox {
+    pub fn in_memory(clock: Arc<dyn Clock>) -> Self {
+        Self(Arc::new(Inner {
+            state: Mutex::default(),
+            path: None,
+            clock,
+        }))
+    }
+
+    /// A sandbox whose state lives in `path` (loaded if present, saved on changes).
+    pub fn persistent(path: PathBuf, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => state::State::default(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self(Arc::new(Inner {
+            state: Mutex::new(state),
+            path: Some(path),
+            clock,
+        })))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, state::State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.0.clock.now()
+    }
+
+    /// Writes the state file (atomically, by rename), if this sandbox has one.
+    pub(crate) fn save(&self) {
+        let Some(path) = &self.0.path else { return };
+        let bytes = match serde_json::to_vec(&*self.lock()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "sandbox state not saved");
+                return;
+            }
+        };
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)) {
+            tracing::warn!(error = %e, "sandbox state not saved");
+        }
+    }
+
+    /// Runs one finished Embedded Signup (see `POST /sandbox/signups`).
+    pub fn signup(&self, req: SignupRequest) -> Result<SignupResult, String> {
+        let now = self.now();
+        let res = self.lock().signup(req, now);
+        self.save();
+        res
+    }
+
+    /// The owner revokes our access to the number's WABA.
+    pub fn revoke(&self, phone: &str) -> bool {
+        let found = self.lock().revoke(phone);
+        self.save();
+        found
+    }
+
+    /// Sets fields of a number as Meta would report them; `false` for an unknown number.
+    pub fn update_number(&self, phone: &str, update: &NumberUpdate) -> bool {
+        let mut state = self.lock();
+        let Some(n) = state.numbers.get_mut(phone) else {
+            return false;
+        };
+        let fields = [
+            (&update.can_send_message, &mut n.can_send_message),
+            (&update.status, &mut n.status),
+            (&update.name_status, &mut n.name_status),
+            (&update.quality_rating, &mut n.quality_rating),
+            (&update.platform_type, &mut n.platform_type),
+        ];
+        for (new, field) in fields {
+            if let Some(v) = new {
+                field.clone_from(v);
+            }
+        }
+        drop(state);
+        self.save();
+        true
+    }
+
+    /// Makes every token reaching the number's WABA expire at `at`.
+    pub fn set_token_expiry(&self, phone: &str, at: Option<DateTime<Utc>>) -> bool {
+        let mut state = self.lock();
+        let Some(waba) = state.numbers.get(phone).map(|n| n.waba_id.clone()) else {
+            return false;
+        };
+        for t in state
+            .tokens
+            .values_mut()
+            .filter(|t| t.waba_ids.contains(&waba))
+        {
+            t.expires_at = at;
+        }
+        drop(state);
+        self.save();
+        true
+    }
+
+    /// Removes our app from the WABA's webhook subscriptions (as a person might).
+    pub fn drop_subscription(&self, waba: &str) -> bool {
+        let found = self
+            .lock()
+            .wabas
+            .get_mut(waba)
+            .map(|w| w.subscribed_apps.remove(SANDBOX_APP_ID))
+            .is_some();
+        self.save();
+        found
+    }
+
+    pub fn is_subscribed(&self, waba: &str) -> bool {
+        self.lock()
+            .wabas
+            .get(waba)
+            .is_some_and(|w| w.subscribed_apps.contains(SANDBOX_APP_ID))
+    }
+
+    pub fn add_fault(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    pub fn set_latency_ms(&self, ms: u64) {
+        self.lock().latency_ms = ms;
+    }
+
+    /// Calls served of one kind, e.g. `POST register` or `GET health_status`.
+    pub fn calls(&self, kind: &str) -> u64 {
+        self.lock().calls.get(kind).copied().unwrap_or(0)
+    }
+
+    pub fn all_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        self.lock().calls.clone()
+    }
+}
+
+/// Fields of a number a test or person may change (`POST /sandbox/numbers/{id}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NumberUpdate {
+    pub can_send_message: Option<String>,
+    pub status: Option<String>,
+    pub name_status: Option<String>,
+    pub quality_rating: Option<String>,
+    pub platform_type: Option<String>,
+}
+
+fn problem(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": "sandbox", "message": message}})),
+    )
+        .into_response()
+}
+
+async fn signups(AxState(s): AxState<Sandbox>, body: Option<Json<SignupRequest>>) -> Response {
+    match s.signup(body.map(|Json(b)| b).unwrap_or_default()) {
+        Ok(r) => Json(r).into_response(),
+        Err(m) => problem(StatusCode::BAD_REQUEST, &m),
+    }
+}
+
+async fn revoke(AxState(s): AxState<Sandbox>, Path(phone): Path<String>) -> Response {
+    if s.revoke(&phone) {
+        Json(json!({"revoked": true})).into_response()
+    } else {
+        problem(StatusCode::NOT_FOUND, "unknown number")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HealthBody {
+    can_send_message: String,
+}
+
+async fn health(
+    AxState(s): AxState<Sandbox>,
+    Path(phone): Path<String>,
+    Json(b): Json<HealthBody>,
+) -> Response {
+    if !matches!(
+        b.can_send_message.as_str(),
+        "AVAILABLE" | "LIMITED" | "BLOCKED"
+    ) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "canSendMessage is AVAILABLE, LIMITED or BLOCKED",
+        );
+    }
+    let update = NumberUpdate {
+        can_send_message: Some(b.can_send_message),
+        ..NumberUpdate::default()
+    };
+    if s.update_number(&phone, &update) {
+        Json(json!({"updated": true})).into_response()
+    } else {
+        problem(StatusCode::NOT_FOUND, "unknown number")
+    }
+}
+
+async fn update_number(
+    AxState(s): AxState<Sandbox>,
+    Path(phone): Path<String>,
+    Json(b): Json<NumberUpdate>,
+) -> Response {
+    if s.update_number(&phone, &b) {
+        Json(json!({"updated": true})).into_response()
+    } else {
+        problem(StatusCode::NOT_FOUND, "unknown number")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FaultBody {
+    path: String,
+    #[serde(default)]
+    method: Option<String>,
+    kind: FaultKind,
+    #[serde(default = "one")]
+    count: u32,
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    regain_minutes: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn faults(AxState(s): AxState<Sandbox>, Json(b): Json<FaultBody>) -> Response {
+    s.add_fault(Fault {
+        path: b.path,
+        method: b.method,
+        kind: b.kind,
+        remaining: b.count,
+        code: b.code,
+        regain_minutes: b.regain_minutes,
+    });
+    Json(json!({"queued": b.count})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LatencyBody {
+    ms: u64,
+}
+
+async fn latency(AxState(s): AxState<Sandbox>, Json(b): Json<LatencyBody>) -> Response {
+    s.set_latency_ms(b.ms);
+    Json(json!({"latencyMs": b.ms})).into_response()
+}
+
+async fn calls(AxState(s): AxState<Sandbox>) -> Response {
+    Json(json!({"calls": s.all_calls()})).into_response()
+}
+
+/// The stand-in for Meta's JS SDK.
+pub const SDK_JS: &str = include_str!("sdk.js");
+
+async fn sdk() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        SDK_JS,
+    )
+        .into_response()
+}
+
+/// Every sandbox route, to merge into the local server.
+pub fn router(sandbox: Sandbox) -> Router {
+    Router::new()
+        .route("/sandbox/graph/{version}/{*path}", any(graph::handle))
+        .route("/sandbox/signups", post(signups))
+        .route("/sandbox/numbers/{phone}", post(update_number))
+        .route("/sandbox/numbers/{phone}/revoke", post(revoke))
+        .route("/sandbox/numbers/{phone}/health", post(health))
+        .route("/sandbox/faults", post(faults))
+        .route("/sandbox/latency", post(latency))
+        .route("/sandbox/calls", get(calls))
+        .route("/sandbox/sdk.js", get(sdk))
+        .with_state(sandbox)
+}

@@ -1,0 +1,278 @@
+//! The Graph client against scripted HTTP answers on 127.0.0.1: retries, timeouts,
+//! throttling headers, classification, and that no secret or URL leaks into errors.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pipes_adapters::graph::{GraphClient, GraphConfig};
+use pipes_core::meta::{AccessToken, AuthCode, GraphErrorKind, MetaGraph};
+use pipes_core::{PhoneNumberId, WabaId};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+struct Scripted {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+    delay: Duration,
+}
+
+fn answer(status: u16, body: Value) -> Scripted {
+    Scripted {
+        status,
+        headers: vec![],
+        body: body.to_string(),
+        delay: Duration::ZERO,
+    }
+}
+
+/// What the server saw of one request: method, path, query, Authorization header.
+type Seen = (String, String, String, Option<String>);
+
+#[derive(Debug, Clone, Default)]
+struct Script {
+    answers: Arc<Mutex<VecDeque<Scripted>>>,
+    /// (method, path, query, authorization header) of each request.
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+async fn serve_one(State(s): State<Script>, req: Request) -> Response {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    s.seen.lock().unwrap().push((
+        req.method().to_string(),
+        req.uri().path().to_owned(),
+        req.uri().query().unwrap_or("").to_owned(),
+        auth,
+    ));
+    let next = s.answers.lock().unwrap().pop_front();
+    let Some(a) = next else {
+        return (StatusCode::IM_A_TEAPOT, "script ran out").into_response();
+    };
+    tokio::time::sleep(a.delay).await;
+    let mut headers = HeaderMap::new();
+    for (k, v) in a.headers {
+        headers.insert(
+            HeaderName::from_static(k),
+            HeaderValue::from_str(&v).unwrap(),
+        );
+    }
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    (StatusCode::from_u16(a.status).unwrap(), headers, a.body).into_response()
+}
+
+async fn scripted(answers: Vec<Scripted>) -> (GraphClient, Script) {
+    let script = Script::default();
+    script.answers.lock().unwrap().extend(answers);
+    let app = Router::new().fallback(serve_one).with_state(script.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut cfg = GraphConfig::new(
+        format!("http://{addr}").parse().unwrap(),
+        "1234",
+        "super-secret-app-secret".to_owned().into(),
+    );
+    cfg.timeout = Duration::from_millis(500);
+    cfg.backoff = Duration::from_millis(5);
+    (GraphClient::new(cfg).unwrap(), script)
+}
+
+fn token() -> AccessToken {
+    AccessToken::new("EAAGbusiness-token-value")
+}
+
+fn valid_token_body() -> Value {
+    json!({"data": {"app_id": "1234", "is_valid": true, "expires_at": 0, "scopes": ["whatsapp_business_management"],
+        "granular_scopes": [{"scope": "whatsapp_business_management", "target_ids": ["555"]}]}})
+}
+
+fn transient() -> Scripted {
+    answer(
+        500,
+        json!({"error": {"message": "An unexpected error has occurred.", "type": "OAuthException", "code": 2, "is_transient": true}}),
+    )
+}
+
+#[tokio::test]
+async fn transient_failures_of_idempotent_calls_are_retried() {
+    let (client, script) = scripted(vec![transient(), answer(200, valid_token_body())]).await;
+    let facts = client.debug_token(&token()).await.unwrap();
+    assert!(facts.is_valid && facts.expires_at.is_none());
+    assert!(facts.covers_waba(&WabaId::parse("555").unwrap()));
+    assert_eq!(script.seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let (client, script) = scripted(vec![transient(), transient(), transient(), transient()]).await;
+    let err = client
+        .profile(&token(), &PhoneNumberId::parse("42").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, GraphErrorKind::Transient);
+    assert_eq!(
+        script.seen.lock().unwrap().len(),
+        3,
+        "one try and two retries"
+    );
+}
+
+#[tokio::test]
+async fn the_code_exchange_is_never_retried_and_never_leaks_its_secrets() {
+    let (client, script) =
+        scripted(vec![transient(), answer(200, json!({"access_token": "x"}))]).await;
+    let code = AuthCode::parse("AQsingle-use-code").unwrap();
+    let err = client.exchange_code(&code).await.unwrap_err();
+    assert_eq!(script.seen.lock().unwrap().len(), 1);
+    let (_, path, query, auth) = script.seen.lock().unwrap()[0].clone();
+    assert_eq!(path, "/v25.0/oauth/access_token");
+    assert!(query.contains("client_id=1234") && query.contains("code=AQsingle-use-code"));
+    assert!(!query.contains("redirect_uri") && auth.is_none());
+    let text = format!("{err} {err:?}");
+    for secret in ["super-secret-app-secret", "AQsingle-use-code", "http://"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn throttling_carries_the_time_to_regain_access() {
+    let mut throttled = answer(
+        400,
+        json!({"error": {"message": "Too many calls", "type": "OAuthException", "code": 80008}}),
+    );
+    throttled.headers.push((
+        "x-business-use-case-usage",
+        json!({"555": [{"type": "whatsapp_business_management", "call_count": 100, "estimated_time_to_regain_access": 7}]}).to_string(),
+    ));
+    let (client, script) = scripted(vec![throttled]).await;
+    let err = client
+        .subscribe_app(&token(), &WabaId::parse("555").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, GraphErrorKind::Throttled);
+    assert_eq!(err.retry_after, Some(Duration::from_secs(7 * 60)));
+    assert_eq!(
+        script.seen.lock().unwrap().len(),
+        1,
+        "a throttled call is not hammered"
+    );
+}
+
+#[tokio::test]
+async fn errors_are_classified_by_code_not_status() {
+    let cases = [
+        (
+            400,
+            json!({"error": {"message": "m", "type": "OAuthException", "code": 190, "error_subcode": 463}}),
+            GraphErrorKind::TokenInvalid,
+        ),
+        (
+            200,
+            json!({"error": {"message": "m", "type": "OAuthException", "code": 100, "error_subcode": 33}}),
+            GraphErrorKind::NotFound,
+        ),
+        (
+            403,
+            json!({"error": {"message": "m", "type": "OAuthException", "code": 200}}),
+            GraphErrorKind::Permission,
+        ),
+        (
+            400,
+            json!({"error": {"message": "m", "type": "OAuthException", "code": 133016}}),
+            GraphErrorKind::Throttled,
+        ),
+        (
+            400,
+            json!({"error": {"message": "m", "type": "OAuthException", "code": 368}}),
+            GraphErrorKind::Policy,
+        ),
+    ];
+    for (status, body, kind) in cases {
+        let (client, _) = scripted(vec![answer(status, body.clone())]).await;
+        let err = client
+            .register(&token(), &PhoneNumberId::parse("42").unwrap(), "123456")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, kind, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn timeouts_and_garbage_are_transient() {
+    let mut slow = answer(200, valid_token_body());
+    slow.delay = Duration::from_secs(3);
+    let (client, script) = scripted(vec![slow.clone(), slow.clone(), slow]).await;
+    let err = client.debug_token(&token()).await.unwrap_err();
+    assert_eq!(err.kind, GraphErrorKind::Transient);
+    assert!(err.message.contains("timed out"), "{err}");
+    assert!(!err.message.contains("EAAG") && !err.message.contains("secret"));
+    assert_eq!(script.seen.lock().unwrap().len(), 3);
+
+    let garbage = Scripted {
+        status: 502,
+        headers: vec![],
+        body: "<html>bad gateway</html>".into(),
+        delay: Duration::ZERO,
+    };
+    let (client, _) = scripted(vec![garbage.clone(), garbage.clone(), garbage]).await;
+    let err = client
+        .health(&token(), &PhoneNumberId::parse("42").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, GraphErrorKind::Transient);
+}
+
+#[tokio::test]
+async fn the_business_token_travels_as_a_bearer_header() {
+    let (client, script) = scripted(vec![answer(
+        200,
+        json!({"id": "42", "display_phone_number": "+1 555", "status": "CONNECTED"}),
+    )])
+    .await;
+    let p = client
+        .profile(&token(), &PhoneNumberId::parse("42").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(p.status.as_deref(), Some("CONNECTED"));
+    let (method, path, query, auth) = script.seen.lock().unwrap()[0].clone();
+    assert_eq!((method.as_str(), path.as_str()), ("GET", "/v25.0/42"));
+    assert!(!query.contains("EAAG"));
+    assert_eq!(auth.as_deref(), Some("Bearer EAAGbusiness-token-value"));
+}
+
+#[tokio::test]
+async fn subscriptions_parse_in_both_shapes_meta_uses() {
+    let body = json!({"data": [
+        {"whatsapp_business_api_data": {"id": "1234", "name": "us", "link": "l"}},
+        {"id": "999", "name": "someone else"},
+    ]});
+    let (client, _) = scripted(vec![answer(200, body)]).await;
+    let apps = client
+        .subscribed_apps(&token(), &WabaId::parse("555").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(apps, ["1234", "999"]);
+}
+
+#[tokio::test]
+async fn waba_numbers_follow_cursor_paging() {
+    let page1 = json!({"data": [{"id": "1", "display_phone_number": "+1"}], "paging": {"cursors": {"after": "CUR"}, "next": "https://graph.example/next"}});
+    let page2 = json!({"data": [{"id": "2", "display_phone_number": "+2"}], "paging": {"cursors": {"after": "END"}}});
+    let (client, script) = scripted(vec![answer(200, page1), answer(200, page2)]).await;
+    let numbers = client
+        .waba_numbers(&token(), &WabaId::parse("555").unwrap())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = numbers.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2"]);
+    assert!(script.seen.lock().unwrap()[1].2.contains("after=CUR"));
+}

@@ -169,10 +169,14 @@ impl Backend {
 
 /// A KMS key on the emulator, wrapped as the platform uses it.
 pub async fn kms_wrapper(conf: &aws_config::SdkConfig) -> KmsWrapper {
+    KmsWrapper::new(aws_sdk_kms::Client::new(conf), kms_key(conf).await)
+}
+
+/// A fresh KMS key on the emulator; its id.
+pub async fn kms_key(conf: &aws_config::SdkConfig) -> String {
     let client = aws_sdk_kms::Client::new(conf);
     let key = client.create_key().send().await.unwrap();
-    let id = key.key_metadata.unwrap().key_id;
-    KmsWrapper::new(client, id)
+    key.key_metadata.unwrap().key_id
 }
 
 /// A fresh SQS queue on the emulator.
@@ -263,6 +267,15 @@ impl TestApp {
             app: created.app,
             key: created.key,
         }
+    }
+
+    /// Serves every route on a loopback port (for browsers and other real clients).
+    pub async fn serve(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = self.router.clone();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        addr
     }
 
     /// A second App on the same store, with its key.

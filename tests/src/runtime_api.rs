@@ -150,6 +150,10 @@ impl LambdaHarness {
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/test")
             .env_remove("TABLE_NAME")
             .env_remove("PUBLIC_BASE_URL")
+            .env_remove("META_APP_ID")
+            .env_remove("META_APP_SECRET")
+            .env_remove("META_CONFIG_ID")
+            .env_remove("META_APP_SECRET_PARAMETER")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {

@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     lambda_http::tracing::init_default_subscriber();
     let state = ApiState {
         public_base_url: config::public_base_url()?,
-        store: Arc::new(config::dynamo_store().await?),
+        store: Arc::new(config::dynamo_store(&config::aws().await)?),
         clock: Arc::new(SystemClock),
     };
     lambda_http::run(token_issuer_router(state))

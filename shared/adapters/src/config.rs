@@ -40,10 +40,25 @@ pub fn public_base_url() -> Result<pipes_core::usecases::PublicBaseUrl, ConfigEr
     )
 }
 
-/// The DynamoDB store named by `TABLE_NAME`, on the standard AWS environment.
-pub async fn dynamo_store() -> Result<crate::DynamoStore, ConfigError> {
-    let table = required("TABLE_NAME")?;
-    Ok(crate::DynamoStore::from_conf(&aws().await, table))
+/// The DynamoDB store named by `TABLE_NAME`.
+pub fn dynamo_store(conf: &aws_config::SdkConfig) -> Result<crate::DynamoStore, ConfigError> {
+    Ok(crate::DynamoStore::from_conf(conf, required("TABLE_NAME")?))
+}
+
+/// The KMS key named by `KMS_KEY_ID` (id, ARN or alias) as the envelope's key wrapper.
+pub fn kms_wrapper(conf: &aws_config::SdkConfig) -> Result<crate::kms::KmsWrapper, ConfigError> {
+    Ok(crate::kms::KmsWrapper::new(
+        aws_sdk_kms::Client::new(conf),
+        required("KMS_KEY_ID")?,
+    ))
+}
+
+/// The setup queue named by `SETUP_QUEUE_URL`.
+pub fn setup_queue(conf: &aws_config::SdkConfig) -> Result<crate::sqs::SqsQueue, ConfigError> {
+    Ok(crate::sqs::SqsQueue::new(
+        aws_sdk_sqs::Client::new(conf),
+        required("SETUP_QUEUE_URL")?,
+    ))
 }
 
 /// Meta's credentials and where to reach the Graph API.

@@ -1,0 +1,226 @@
+//! The hosted page in headless Chromium (through chromedriver), driven through the
+//! sandbox's stand-in for Meta's dialog: finish, and cancel then try again. Needs
+//! Debian's `chromium` and `chromium-driver`; scripts/test installs them and requires
+//! this test to run (PIPES_BROWSER=required); elsewhere it says plainly it was skipped.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use pipes_tests::{Backend, TestApp};
+use serde_json::json;
+
+struct Driver {
+    child: Child,
+    _profile: tempfile::TempDir,
+    client: Client,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| {
+        let out = Command::new("sh")
+            .args(["-c", &format!("command -v {n}")])
+            .output()
+            .ok()?;
+        let path = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+        (!path.is_empty()).then_some(path)
+    })
+}
+
+/// Starts chromedriver and a headless Chromium session, or says why it cannot.
+async fn driver() -> Option<Driver> {
+    let required = std::env::var("PIPES_BROWSER").is_ok_and(|v| v == "required");
+    let (Some(driver), Some(chromium)) = (
+        find(&["chromedriver"]),
+        find(&["chromium", "chromium-browser"]),
+    ) else {
+        assert!(
+            !required,
+            "PIPES_BROWSER=required but chromium/chromedriver are not installed"
+        );
+        eprintln!(
+            "SKIPPED browser test: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        );
+        return None;
+    };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = Command::new(driver)
+        .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }
+    });
+    let caps: serde_json::Map<String, serde_json::Value> = caps.as_object().unwrap().clone();
+    let mut last = None;
+    for _ in 0..100 {
+        // chromedriver speaks plain HTTP on loopback: no TLS connector needed.
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(caps.clone());
+        match builder.connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(client) => {
+                return Some(Driver {
+                    child,
+                    _profile: profile,
+                    client,
+                });
+            }
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start: {last:?}");
+}
+
+/// A partner's landing page, where the owner ends up.
+async fn partner_site() -> String {
+    let app = Router::new().route(
+        "/done",
+        get(|| async { axum::response::Html("<h1 id=\"landed\">back at the partner</h1>") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://127.0.0.1:{}/done", addr.port())
+}
+
+async fn wait_for_url(c: &Client, prefix: &str) -> String {
+    for _ in 0..200 {
+        let url = c.current_url().await.unwrap().to_string();
+        if url.starts_with(prefix) {
+            return url;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never reached {prefix}");
+}
+
+fn query(url: &str) -> HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+async fn click(c: &Client, id: &str) {
+    let el = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if el.is_enabled().await.unwrap() && el.is_displayed().await.unwrap() {
+            el.click().await.unwrap();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("#{id} never became clickable");
+}
+
+#[tokio::test]
+async fn a_number_owner_connects_through_the_page_and_lands_back_at_the_partner() {
+    let Some(d) = driver().await else { return };
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let addr = t.serve().await;
+    let done = partner_site().await;
+    let issued = t.issue(json!({"redirectUrl": done})).await.json();
+    let token = issued["token"].as_str().unwrap();
+    let session_id = issued["sessionId"].as_str().unwrap();
+
+    let c = &d.client;
+    c.goto(&format!("http://{addr}/apps/{}?token={token}", t.app.slug))
+        .await
+        .unwrap();
+    let heading = c
+        .find(Locator::Id("app-name"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(heading, "Acme CRM");
+    click(c, "connect").await;
+    click(c, "sbx-finish").await;
+    let landed = wait_for_url(c, &done).await;
+    let q = query(&landed);
+    assert_eq!(q["status"], "success");
+    assert_eq!(q["sessionId"], session_id);
+    assert!(!q["phoneNumberId"].is_empty());
+    assert_eq!(
+        t.get_session(session_id).await.json()["status"],
+        "completed"
+    );
+    c.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_number_owner_cancels_then_tries_again() {
+    let Some(d) = driver().await else { return };
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let addr = t.serve().await;
+    let done = partner_site().await;
+    let issued = t.issue(json!({"redirectUrl": done})).await.json();
+    let token = issued["token"].as_str().unwrap();
+    let session_id = issued["sessionId"].as_str().unwrap();
+
+    let c = &d.client;
+    c.goto(&format!("http://{addr}/apps/{}?token={token}", t.app.slug))
+        .await
+        .unwrap();
+    click(c, "connect").await;
+    c.wait()
+        .for_element(Locator::Id("sbx-step"))
+        .await
+        .unwrap()
+        .select_by_value("PHONE_NUMBER_VERIFICATION")
+        .await
+        .unwrap();
+    click(c, "sbx-cancel").await;
+    click(c, "try-again").await;
+    let back = c
+        .find(Locator::Id("back"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(query(&back)["status"], "cancelled");
+    click(c, "sbx-finish").await;
+    let landed = wait_for_url(c, &done).await;
+    assert_eq!(query(&landed)["status"], "success");
+
+    let s = t.get_session(session_id).await.json();
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["abandons"][0]["event"], "CANCEL");
+    assert_eq!(s["abandons"][0]["step"], "PHONE_NUMBER_VERIFICATION");
+    c.clone().close().await.unwrap();
+}

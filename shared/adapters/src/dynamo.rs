@@ -19,16 +19,19 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Duration, Utc};
 use pipes_core::ports::{
-    Claim, CompletionError, MAX_ABANDONS, NumberStore, Release, SignupCompletion,
+    Claim, CompletionError, DueNumber, MAX_ABANDONS, NumberPage, NumberStore, Release,
+    SignupCompletion, WriteError,
 };
 use pipes_core::session::{Abandon, SessionFailure};
 use pipes_core::{
-    App, AppId, AppKeyRecord, AppName, AppStore, HealthEvent, KeyId, Metadata, Number,
-    PhoneNumberId, RedirectOrigin, RedirectUrl, SecretHash, SessionId, SessionStatus, SessionStore,
-    SignupSession, Slug, StoreError,
+    App, AppId, AppKeyRecord, AppName, AppStore, HealthEvent, HealthStatus, KeyId, Metadata,
+    Number, PhoneNumberId, RedirectOrigin, RedirectUrl, SecretHash, SessionId, SessionStatus,
+    SessionStore, SignupSession, Slug, StoreError, WabaId,
 };
 
 /// How long a session stays readable (`GET /v1/sessions/{id}` says `expired`) after it
@@ -663,6 +666,33 @@ fn number_item(number: &Number) -> Result<Item, StoreError> {
     Ok(item)
 }
 
+/// Reads a GSI sort key `{due millis}#{appId}#{phone}` back.
+fn due_from(key: &str) -> Result<DueNumber, StoreError> {
+    let mut parts = key.splitn(3, '#');
+    let (Some(due), Some(app), Some(phone)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(corrupt("gsi1sk"));
+    };
+    Ok(DueNumber {
+        app_id: AppId::parse(app).ok_or_else(|| corrupt("gsi1sk"))?,
+        phone_number_id: PhoneNumberId::parse(phone).ok_or_else(|| corrupt("gsi1sk"))?,
+        due_at: due
+            .parse::<i64>()
+            .ok()
+            .and_then(DateTime::from_timestamp_millis)
+            .ok_or_else(|| corrupt("gsi1sk"))?,
+    })
+}
+
+/// The WABA membership item: lets teardown find a WABA's live numbers across Apps.
+fn membership_item(number: &Number) -> Item {
+    HashMap::from([
+        ("pk".into(), s(format!("WABA#{}", number.waba_id))),
+        ("sk".into(), s(number_sk(&number.phone_number_id))),
+        ("appId".into(), s(number.app_id.as_str())),
+        ("phoneNumberId".into(), s(number.phone_number_id.as_str())),
+    ])
+}
+
 fn number_from(item: &Item) -> Result<Number, StoreError> {
     from_json("number", Attrs(item).str("record")?)
 }
@@ -763,10 +793,16 @@ impl NumberStore for DynamoStore {
             .expression_attribute_values(":app", s(number.app_id.as_str()))
             .build()
             .map_err(StoreError::unavailable)?;
+        let membership = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(membership_item(number)))
+            .build()
+            .map_err(StoreError::unavailable)?;
         let mut items = vec![
             TransactWriteItem::builder().update(session).build(),
             TransactWriteItem::builder().put(owner).build(),
             self.versioned_put(number, done.expected_version)?,
+            TransactWriteItem::builder().put(membership).build(),
         ];
         if let Some(event) = &done.history {
             items.push(self.put(history_item(number, event)?)?);
@@ -778,6 +814,189 @@ impl NumberStore for DynamoStore {
             Err(TransactFailure::Refused(_)) => Err(CompletionError::NumberChanged),
             Err(TransactFailure::Store(e)) => Err(e.into()),
         }
+    }
+    async fn save_number(
+        &self,
+        number: &Number,
+        expected_version: u64,
+        history: Option<&HealthEvent>,
+    ) -> Result<(), WriteError> {
+        let mut items = vec![self.versioned_put(number, Some(expected_version))?];
+        if let Some(event) = history {
+            items.push(self.put(history_item(number, event)?)?);
+        }
+        match self.transact_raw(items).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Refused(_)) => Err(WriteError::Changed),
+            Err(TransactFailure::Store(e)) => Err(e.into()),
+        }
+    }
+
+    async fn remove_number(
+        &self,
+        removed: &Number,
+        expected_version: u64,
+        history: &HealthEvent,
+    ) -> Result<(), WriteError> {
+        let owner = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", s(format!("PHONE#{}", removed.phone_number_id)))
+            .key("sk", s("PHONE"))
+            .condition_expression("attribute_not_exists(#pk) OR #a = :app")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#a", "appId")
+            .expression_attribute_values(":app", s(removed.app_id.as_str()))
+            .build()
+            .map_err(StoreError::unavailable)?;
+        let membership = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", s(format!("WABA#{}", removed.waba_id)))
+            .key("sk", s(number_sk(&removed.phone_number_id)))
+            .build()
+            .map_err(StoreError::unavailable)?;
+        let items = vec![
+            self.versioned_put(removed, Some(expected_version))?,
+            TransactWriteItem::builder().delete(owner).build(),
+            TransactWriteItem::builder().delete(membership).build(),
+            self.put(history_item(removed, history)?)?,
+        ];
+        match self.transact_raw(items).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Refused(_)) => Err(WriteError::Changed),
+            Err(TransactFailure::Store(e)) => Err(e.into()),
+        }
+    }
+
+    async fn list_numbers(
+        &self,
+        app: &AppId,
+        status: Option<HealthStatus>,
+        limit: usize,
+        after: Option<&PhoneNumberId>,
+    ) -> Result<NumberPage, StoreError> {
+        let mut numbers = Vec::new();
+        let mut start: Option<Item> = after.map(|a| {
+            HashMap::from([
+                ("pk".to_owned(), s(app_pk(app))),
+                ("sk".to_owned(), s(number_sk(a))),
+            ])
+        });
+        // Read one more than asked, to know whether another page exists.
+        let wanted = limit + 1;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :num)")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#sk", "sk")
+                .expression_attribute_values(":pk", s(app_pk(app)))
+                .expression_attribute_values(":num", s("NUM#"))
+                .consistent_read(true)
+                .limit(i32::try_from(wanted - numbers.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            if let Some(st) = status {
+                query = query
+                    .filter_expression("#s = :status")
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_values(":status", s(st.as_str()));
+            }
+            let out = query.send().await.map_err(StoreError::unavailable)?;
+            for item in out.items() {
+                numbers.push(number_from(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if numbers.len() < wanted => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(crate::embedded::page_of(numbers, limit))
+    }
+
+    async fn live_numbers_in_waba(
+        &self,
+        waba: &WabaId,
+    ) -> Result<Vec<(AppId, PhoneNumberId)>, StoreError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_values(":pk", s(format!("WABA#{waba}")))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(StoreError::unavailable)?;
+            let a = Attrs(&item);
+            let phone = PhoneNumberId::parse(a.str("phoneNumberId")?)
+                .ok_or_else(|| corrupt("phoneNumberId"))?;
+            out.push((a.app_id()?, phone));
+        }
+        Ok(out)
+    }
+
+    async fn history(
+        &self,
+        app: &AppId,
+        phone: &PhoneNumberId,
+        limit: usize,
+    ) -> Result<Vec<HealthEvent>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :hist)")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":pk", s(app_pk(app)))
+            .expression_attribute_values(":hist", s(format!("HIST#{phone}#")))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        out.items()
+            .iter()
+            .map(|i| from_json("history", Attrs(i).str("event")?))
+            .collect()
+    }
+
+    async fn due_numbers(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueNumber>, StoreError> {
+        // Each shard is a partition of the GSI, sorted by due time: read the stalest of
+        // each (in parallel), then keep the stalest overall.
+        let upper = format!("{:015}~", now.timestamp_millis());
+        let queries = (0..DUE_SHARDS).map(|shard| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi1")
+                .key_condition_expression("#p = :shard AND #d <= :upper")
+                .expression_attribute_names("#p", "gsi1pk")
+                .expression_attribute_names("#d", "gsi1sk")
+                .expression_attribute_values(":shard", s(format!("DUE#{shard:02}")))
+                .expression_attribute_values(":upper", s(upper.clone()))
+                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                .send()
+        });
+        let mut due = Vec::new();
+        for out in futures_util::future::join_all(queries).await {
+            let out = out.map_err(StoreError::unavailable)?;
+            for item in out.items() {
+                due.push(due_from(Attrs(item).str("gsi1sk")?)?);
+            }
+        }
+        due.sort_by(|a, b| a.due_at.cmp(&b.due_at));
+        due.truncate(limit);
+        Ok(due)
     }
 }
 

@@ -10,14 +10,15 @@ use crate::codec::{from_json, to_json};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pipes_core::ports::{
-    Claim, CompletionError, MAX_ABANDONS, NumberStore, Release, SignupCompletion,
+    Claim, CompletionError, DueNumber, MAX_ABANDONS, NumberPage, NumberStore, Release,
+    SignupCompletion, WriteError,
 };
 use pipes_core::queue::{Job, JobQueue, QueueError};
 use pipes_core::session::{Abandon, SessionFailure};
 use pipes_core::{
-    App, AppId, AppKeyRecord, AppName, AppStore, KeyId, Metadata, Number, PhoneNumberId,
-    RedirectOrigin, RedirectUrl, SecretHash, SessionId, SessionStatus, SessionStore, SignupSession,
-    Slug, StoreError,
+    App, AppId, AppKeyRecord, AppName, AppStore, HealthEvent, HealthStatus, KeyId, Metadata,
+    Number, PhoneNumberId, RedirectOrigin, RedirectUrl, SecretHash, SessionId, SessionStatus,
+    SessionStore, SignupSession, Slug, StoreError, WabaId,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
@@ -682,6 +683,169 @@ impl NumberStore for EmbeddedStore {
             })
             .await?
     }
+
+    async fn save_number(
+        &self,
+        number: &Number,
+        expected_version: u64,
+        history: Option<&HealthEvent>,
+    ) -> Result<(), WriteError> {
+        let number = number.clone();
+        let record = to_json(&number)?;
+        let history = history.map(to_json).transpose()?;
+        let at = number.updated_at;
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            if write_number(&tx, &number, &record, Some(expected_version))?.is_err() {
+                return Ok(Err(WriteError::Changed));
+            }
+            if let Some(event) = &history {
+                insert_history(&tx, &number, at, event)?;
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(Ok(()))
+        })
+        .await?
+    }
+
+    async fn remove_number(
+        &self,
+        removed: &Number,
+        expected_version: u64,
+        history: &HealthEvent,
+    ) -> Result<(), WriteError> {
+        let removed = removed.clone();
+        let record = to_json(&removed)?;
+        let history = to_json(history)?;
+        let at = removed.updated_at;
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            if write_number(&tx, &removed, &record, Some(expected_version))?.is_err() {
+                return Ok(Err(WriteError::Changed));
+            }
+            tx.execute(
+                "DELETE FROM number_owners WHERE phone_number_id = ?1 AND app_id = ?2",
+                params![removed.phone_number_id.as_str(), removed.app_id.as_str()],
+            )
+            .map_err(db_err)?;
+            insert_history(&tx, &removed, at, &history)?;
+            tx.commit().map_err(db_err)?;
+            Ok(Ok(()))
+        })
+        .await?
+    }
+
+    async fn list_numbers(
+        &self,
+        app: &AppId,
+        status: Option<HealthStatus>,
+        limit: usize,
+        after: Option<&PhoneNumberId>,
+    ) -> Result<NumberPage, StoreError> {
+        let (app, after) = (
+            app.clone(),
+            after.map(|a| a.as_str().to_owned()).unwrap_or_default(),
+        );
+        let status = status.map(HealthStatus::as_str);
+        self.with(move |c| {
+            let numbers = all(
+                c,
+                "SELECT record FROM numbers WHERE app_id = ?1 AND (?2 IS NULL OR status = ?2) \
+                 AND phone_number_id > ?3 ORDER BY phone_number_id LIMIT ?4",
+                params![app.as_str(), status, after, (limit + 1) as i64],
+                number_from_row,
+            )?;
+            Ok(page_of(numbers, limit))
+        })
+        .await
+    }
+
+    async fn live_numbers_in_waba(
+        &self,
+        waba: &WabaId,
+    ) -> Result<Vec<(AppId, PhoneNumberId)>, StoreError> {
+        let waba = waba.clone();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT app_id, phone_number_id FROM numbers WHERE waba_id = ?1 AND status != 'removed'",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([waba.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db_err)?;
+            rows.map(|r| {
+                let (a, p) = r.map_err(db_err)?;
+                Ok((
+                    AppId::parse(&a).ok_or_else(|| StoreError::Corrupt("app id".into()))?,
+                    PhoneNumberId::parse(&p).ok_or_else(|| StoreError::Corrupt("phone".into()))?,
+                ))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        app: &AppId,
+        phone: &PhoneNumberId,
+        limit: usize,
+    ) -> Result<Vec<HealthEvent>, StoreError> {
+        let (app, phone) = (app.clone(), phone.clone());
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT event FROM health_history WHERE app_id = ?1 AND phone_number_id = ?2 \
+                     ORDER BY at DESC, seq DESC LIMIT ?3",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![app.as_str(), phone.as_str(), limit as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(db_err)?;
+            rows.map(|r| from_json("history", &r.map_err(db_err)?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn due_numbers(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueNumber>, StoreError> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT app_id, phone_number_id, next_check_at FROM numbers \
+                     WHERE next_check_at IS NOT NULL AND next_check_at <= ?1 AND status != 'removed' \
+                     ORDER BY next_check_at LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![millis(now), limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })
+                .map_err(db_err)?;
+            rows.map(|r| {
+                let (a, p, due) = r.map_err(db_err)?;
+                Ok(DueNumber {
+                    app_id: AppId::parse(&a).ok_or_else(|| StoreError::Corrupt("app id".into()))?,
+                    phone_number_id: PhoneNumberId::parse(&p)
+                        .ok_or_else(|| StoreError::Corrupt("phone".into()))?,
+                    due_at: time(due)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
 }
 
 /// A job taken from the embedded queue; invisible to other takers until it is acked,
@@ -803,6 +967,19 @@ impl JobQueue for EmbeddedStore {
         })
         .await
         .map_err(|e| QueueError(Box::new(e)))
+    }
+}
+
+/// Cuts a `limit + 1` read into a page and the cursor of the next one.
+pub(crate) fn page_of(mut numbers: Vec<Number>, limit: usize) -> NumberPage {
+    let more = numbers.len() > limit;
+    numbers.truncate(limit);
+    let next_after = more
+        .then(|| numbers.last().map(|n| n.phone_number_id.clone()))
+        .flatten();
+    NumberPage {
+        numbers,
+        next_after,
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::app::{App, AppKeyRecord, Slug};
 use crate::ids::{AppId, KeyId, SecretHash, SessionId};
-use crate::number::{HealthEvent, Number, PhoneNumberId};
+use crate::number::{HealthEvent, HealthStatus, Number, PhoneNumberId, WabaId};
 use crate::session::{Abandon, SessionFailure, SessionStatus, SignupSession};
 
 /// What can go wrong in a store. Messages name the kind of failure, never stored values.
@@ -143,6 +143,32 @@ pub trait SessionStore: Send + Sync {
 /// The most abandon events kept per session.
 pub const MAX_ABANDONS: usize = 100;
 
+/// Why a versioned write of a number was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The record is no longer at the version read: a newer write won.
+    #[error("the number record changed meanwhile")]
+    Changed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One page of an App's numbers, in phone-number-id order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberPage {
+    pub numbers: Vec<Number>,
+    /// Where the next page starts (the last id of this one), if there may be more.
+    pub next_after: Option<PhoneNumberId>,
+}
+
+/// A number whose health check is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueNumber {
+    pub app_id: AppId,
+    pub phone_number_id: PhoneNumberId,
+    pub due_at: DateTime<Utc>,
+}
+
 #[async_trait]
 pub trait NumberStore: Send + Sync {
     /// The App's record of the number (including a removed one).
@@ -155,6 +181,48 @@ pub trait NumberStore: Send + Sync {
     async fn number_owner(&self, phone: &PhoneNumberId) -> Result<Option<AppId>, StoreError>;
     /// Completes a signup in one transaction (see [`SignupCompletion`]).
     async fn complete_signup(&self, completion: &SignupCompletion) -> Result<(), CompletionError>;
+    /// Writes `number` (whose `version` is `expected_version + 1`) only over the version
+    /// read, with its history entry in the same transaction.
+    async fn save_number(
+        &self,
+        number: &Number,
+        expected_version: u64,
+        history: Option<&HealthEvent>,
+    ) -> Result<(), WriteError>;
+    /// Writes the removed record (token and PIN already dropped) and, in the same
+    /// transaction, releases the platform-wide ownership and the WABA membership.
+    async fn remove_number(
+        &self,
+        removed: &Number,
+        expected_version: u64,
+        history: &HealthEvent,
+    ) -> Result<(), WriteError>;
+    /// A page of the App's numbers (removed ones included), optionally of one status.
+    async fn list_numbers(
+        &self,
+        app: &AppId,
+        status: Option<HealthStatus>,
+        limit: usize,
+        after: Option<&PhoneNumberId>,
+    ) -> Result<NumberPage, StoreError>;
+    /// The live (not removed) numbers of a WABA, across every App.
+    async fn live_numbers_in_waba(
+        &self,
+        waba: &WabaId,
+    ) -> Result<Vec<(AppId, PhoneNumberId)>, StoreError>;
+    /// The number's health history, newest first.
+    async fn history(
+        &self,
+        app: &AppId,
+        phone: &PhoneNumberId,
+        limit: usize,
+    ) -> Result<Vec<HealthEvent>, StoreError>;
+    /// Numbers whose next check is due at `now`, stalest first.
+    async fn due_numbers(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueNumber>, StoreError>;
 }
 
 /// Everything the request handlers need from storage.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use pipes_core::ports::{Claim, CompletionError, Release, SignupCompletion};
+use pipes_core::ports::{Claim, CompletionError, Release, SignupCompletion, WriteError};
 use pipes_core::session::{Abandon, AbandonEvent, SessionFailure};
 use pipes_core::usecases::admin;
 use pipes_core::{
@@ -556,6 +556,128 @@ pub async fn abandons_are_appended_until_the_session_completes(store: Arc<dyn St
     );
 }
 
+/// A number signed up through a real claim and completion.
+async fn signed_up(store: &dyn Store, app: &AppId, phone: &str) -> pipes_core::Number {
+    let (s, token) = pending_session(store, app).await;
+    let now = SystemClock.now();
+    store.claim_session(&token.hash(), "c", now, now + Duration::seconds(60)).await.unwrap();
+    let done = completion(&s, "c", phone, None);
+    store.complete_signup(&done).await.unwrap();
+    done.number
+}
+
+fn event(from: HealthStatus, to: HealthStatus, at: chrono::DateTime<chrono::Utc>) -> HealthEvent {
+    HealthEvent { at, from, to, reason: Some(HealthReason::TokenInvalid), message: Some("m".into()) }
+}
+
+pub async fn number_writes_are_conditional_on_the_version_read(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let mut n = signed_up(&*store, &app.id, "1000000000001").await;
+    let t0 = SystemClock.now();
+    n.health.status = HealthStatus::Down;
+    n.version = 2;
+    n.updated_at = t0;
+    store.save_number(&n, 1, Some(&event(HealthStatus::Pending, HealthStatus::Down, t0))).await.unwrap();
+    let stale = store.save_number(&n, 1, None).await;
+    assert!(matches!(stale, Err(WriteError::Changed)), "{stale:?}");
+    let read = store.number(&app.id, &n.phone_number_id).await.unwrap().unwrap();
+    assert_eq!((read.version, read.health.status), (2, HealthStatus::Down));
+
+    let t1 = t0 + Duration::seconds(5);
+    n.health.status = HealthStatus::Healthy;
+    n.version = 3;
+    n.updated_at = t1;
+    store.save_number(&n, 2, Some(&event(HealthStatus::Down, HealthStatus::Healthy, t1))).await.unwrap();
+    let history = store.history(&app.id, &n.phone_number_id, 10).await.unwrap();
+    let seen: Vec<_> = history.iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(seen, [(HealthStatus::Down, HealthStatus::Healthy), (HealthStatus::Pending, HealthStatus::Down)]);
+    assert_eq!(store.history(&app.id, &n.phone_number_id, 1).await.unwrap().len(), 1);
+}
+
+pub async fn removal_releases_the_number_for_signup_elsewhere(store: Arc<dyn Store>) {
+    let a = new_app(&*store, "acme").await.app;
+    let b = new_app(&*store, "bravo").await.app;
+    let n = signed_up(&*store, &a.id, "1000000000001").await;
+    let other = signed_up(&*store, &a.id, "1000000000002").await;
+    let mut live = store.live_numbers_in_waba(&n.waba_id).await.unwrap();
+    live.sort();
+    assert_eq!(live, vec![(a.id.clone(), n.phone_number_id.clone()), (a.id.clone(), other.phone_number_id.clone())]);
+
+    let now = SystemClock.now();
+    let mut removed = n.clone();
+    removed.health.status = HealthStatus::Removed;
+    removed.sealed_token = None;
+    removed.version = 2;
+    removed.updated_at = now;
+    let stale = store.remove_number(&removed, 7, &event(HealthStatus::Pending, HealthStatus::Removed, now)).await;
+    assert!(matches!(stale, Err(WriteError::Changed)));
+    assert_eq!(store.number_owner(&n.phone_number_id).await.unwrap(), Some(a.id.clone()), "nothing released");
+    store.remove_number(&removed, 1, &event(HealthStatus::Pending, HealthStatus::Removed, now)).await.unwrap();
+    assert_eq!(store.number_owner(&n.phone_number_id).await.unwrap(), None);
+    assert_eq!(store.live_numbers_in_waba(&n.waba_id).await.unwrap(), vec![(a.id.clone(), other.phone_number_id.clone())]);
+    let read = store.number(&a.id, &n.phone_number_id).await.unwrap().unwrap();
+    assert_eq!((read.health.status, read.sealed_token), (HealthStatus::Removed, None));
+
+    signed_up(&*store, &b.id, "1000000000001").await;
+    assert_eq!(store.number_owner(&n.phone_number_id).await.unwrap(), Some(b.id));
+}
+
+pub async fn numbers_page_in_order_each_exactly_once(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let other = new_app(&*store, "bravo").await.app;
+    signed_up(&*store, &other.id, "1000000000999").await;
+    let mut all = Vec::new();
+    for i in 0..23 {
+        let mut n = signed_up(&*store, &app.id, &format!("10000000001{i:02}")).await;
+        if i % 3 == 0 {
+            n.health.status = HealthStatus::Healthy;
+            n.version = 2;
+            store.save_number(&n, 1, None).await.unwrap();
+        }
+        all.push(n.phone_number_id);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_numbers(&app.id, None, 5, after.as_ref()).await.unwrap();
+        assert!(page.numbers.len() <= 5);
+        seen.extend(page.numbers.iter().map(|n| n.phone_number_id.clone()));
+        match page.next_after {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all, "every number once, in id order, none of the other App's");
+    let healthy = store.list_numbers(&app.id, Some(HealthStatus::Healthy), 100, None).await.unwrap();
+    assert_eq!(healthy.numbers.len(), 8);
+    assert!(healthy.numbers.iter().all(|n| n.health.status == HealthStatus::Healthy));
+    assert_eq!(healthy.next_after, None);
+    let first = store.list_numbers(&app.id, Some(HealthStatus::Healthy), 3, None).await.unwrap();
+    let rest = store.list_numbers(&app.id, Some(HealthStatus::Healthy), 10, first.next_after.as_ref()).await.unwrap();
+    assert_eq!(first.numbers.len() + rest.numbers.len(), 8);
+}
+
+pub async fn due_numbers_come_stalest_first(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let now = SystemClock.now();
+    let mut expected = Vec::new();
+    for (i, offset) in [-30i64, -90, 60, -10, -50].into_iter().enumerate() {
+        let mut n = signed_up(&*store, &app.id, &format!("100000000020{i}")).await;
+        n.health.next_check_at = Some(now + Duration::seconds(offset));
+        n.version = 2;
+        store.save_number(&n, 1, None).await.unwrap();
+        if offset <= 0 {
+            expected.push((offset, n.phone_number_id.clone()));
+        }
+    }
+    expected.sort();
+    let due = store.due_numbers(now, 10).await.unwrap();
+    let ids: Vec<_> = due.iter().map(|d| d.phone_number_id.clone()).collect();
+    assert_eq!(ids, expected.iter().map(|e| e.1.clone()).collect::<Vec<_>>());
+    assert!(due.iter().all(|d| d.app_id == app.id));
+    assert_eq!(store.due_numbers(now, 2).await.unwrap().len(), 2);
+}
+
 /// Runs every contract case against stores made by `$make` (an async expression).
 macro_rules! contract_suite {
     ($module:ident, $make:expr) => {
@@ -578,6 +700,10 @@ macro_rules! contract_suite {
                 a_number_owned_by_another_app_is_refused_whole,
                 a_stale_number_version_is_refused,
                 abandons_are_appended_until_the_session_completes,
+                number_writes_are_conditional_on_the_version_read,
+                removal_releases_the_number_for_signup_elsewhere,
+                numbers_page_in_order_each_exactly_once,
+                due_numbers_come_stalest_first,
             );
         }
     };

@@ -994,7 +994,7 @@ impl NumberStore for DynamoStore {
                 due.push(due_from(Attrs(item).str("gsi1sk")?)?);
             }
         }
-        due.sort_by(|a, b| a.due_at.cmp(&b.due_at));
+        due.sort_by_key(|d| d.due_at);
         due.truncate(limit);
         Ok(due)
     }

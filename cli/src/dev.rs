@@ -10,8 +10,11 @@ use std::sync::Arc;
 use axum::Router;
 use clap::Args;
 use pipes_adapters::config::MetaConfig;
-use pipes_adapters::{EmbeddedStore, local_key};
+use pipes_adapters::{EmbeddedStore, local_key, local_worker};
 use pipes_core::crypto::Envelope;
+use pipes_core::meta::MetaGraph;
+use pipes_core::usecases::health::HealthPolicy;
+use pipes_core::usecases::setup::WorkerDeps;
 use pipes_core::usecases::{PublicBaseUrl, admin};
 use pipes_core::{AppStore, Clock, Slug, SystemClock};
 use pipes_http::{ApiState, PageConfig, SignupState, local_router};
@@ -64,6 +67,10 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
     announce_demo_app(&store, addr).await?;
     println!("ready (Ctrl-C stops)");
 
+    let graph: Arc<dyn MetaGraph> = Arc::new(meta.graph_client()?);
+    let envelope = Envelope::new(Arc::new(master));
+    let policy = HealthPolicy::default();
+    let worker = spawn_worker(store.clone(), graph.clone(), envelope.clone(), clock.clone(), policy);
     let store = Arc::new(store);
     let state = SignupState {
         api: ApiState {
@@ -71,8 +78,8 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
             clock,
             public_base_url,
         },
-        graph: Arc::new(meta.graph_client()?),
-        envelope: Envelope::new(Arc::new(master)),
+        graph,
+        envelope,
         queue: store,
         page: PageConfig {
             meta_app_id: meta.app_id.clone(),
@@ -81,11 +88,33 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
             sandbox: is_sandbox,
         },
     };
-    axum::serve(listener, local_router(state, sandbox))
+    axum::serve(listener, local_router(state, policy, sandbox))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    worker.abort();
     println!("stopped");
     Ok(())
+}
+
+/// The in-process worker: setup and teardown jobs from the embedded job table.
+fn spawn_worker(
+    store: EmbeddedStore,
+    graph: Arc<dyn MetaGraph>,
+    envelope: Envelope,
+    clock: Arc<dyn Clock>,
+    policy: HealthPolicy,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let deps = WorkerDeps {
+            store: &store,
+            graph: &*graph,
+            envelope: &envelope,
+            queue: &store,
+            clock: &*clock,
+            policy: &policy,
+        };
+        local_worker::run(store.clone(), deps, std::time::Duration::from_millis(200)).await;
+    })
 }
 
 pub const SANDBOX_FILE: &str = "sandbox.json";

@@ -16,7 +16,11 @@ use pipes_adapters::kms::KmsWrapper;
 use pipes_adapters::sqs::SqsQueue;
 use pipes_adapters::{DynamoStore, EmbeddedStore, dynamo};
 use pipes_core::crypto::{Envelope, KeyWrapper};
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use pipes_core::meta::MetaGraph;
 use pipes_core::queue::{Job, JobQueue};
+use pipes_core::usecases::health::HealthPolicy;
+use pipes_core::usecases::setup::WorkerDeps;
 use pipes_core::usecases::{PublicBaseUrl, admin};
 use pipes_core::{App, AppKey, Clock, Store};
 use pipes_http::{ApiState, PageConfig, SignupState};
@@ -191,6 +195,27 @@ pub async fn sqs_queue(conf: &aws_config::SdkConfig) -> SqsQueue {
     SqsQueue::new(client, out.queue_url.unwrap())
 }
 
+/// An SQS Lambda event made of received messages, as the event source mapping builds it.
+pub fn sqs_event(msgs: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for m in msgs {
+        let mut record = SqsMessage::default();
+        record.message_id = m.message_id.clone();
+        record.receipt_handle = m.receipt_handle.clone();
+        record.body = m.body.clone();
+        record.attributes = m
+            .attributes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v))
+            .collect();
+        record.event_source = Some("aws:sqs".into());
+        event.records.push(record);
+    }
+    event
+}
+
 /// The whole local platform in process (every route, sandbox Meta) with one App and
 /// its key. The sandbox's Graph API is also served on a loopback port, where the real
 /// Graph client reaches it.
@@ -202,7 +227,9 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub sandbox: Sandbox,
     pub graph_base: String,
+    pub graph: Arc<dyn MetaGraph>,
     pub envelope: Envelope,
+    pub policy: HealthPolicy,
     pub app: App,
     pub key: AppKey,
 }
@@ -256,8 +283,15 @@ impl TestApp {
                 sandbox: true,
             },
         };
+        let graph_client: Arc<dyn MetaGraph> = state.graph.clone();
         Self {
-            router: pipes_http::local_router(state, pipes_sandbox::router(sandbox.clone())),
+            router: pipes_http::local_router(
+                state,
+                HealthPolicy::default(),
+                pipes_sandbox::router(sandbox.clone()),
+            ),
+            graph: graph_client,
+            policy: HealthPolicy::default(),
             backend,
             store,
             clock,
@@ -267,6 +301,84 @@ impl TestApp {
             app: created.app,
             key: created.key,
         }
+    }
+
+    /// What the workers run with (the test's clock and sandbox).
+    pub fn worker_deps(&self) -> WorkerDeps<'_> {
+        WorkerDeps {
+            store: &*self.store,
+            graph: &*self.graph,
+            envelope: &self.envelope,
+            queue: &*self.backend.queue,
+            clock: &self.clock,
+            policy: &self.policy,
+        }
+    }
+
+    /// Runs the queued jobs as the deployed worker would, until none is visible:
+    /// the embedded job table through the local worker, or SQS messages (with their
+    /// receive counts) through the Lambda batch handler with partial batch failures.
+    /// Returns the number of deliveries.
+    pub async fn run_jobs(&self) -> usize {
+        let mut delivered = 0;
+        for _ in 0..20 {
+            let n = self.run_jobs_once().await;
+            delivered += n;
+            if n == 0 {
+                break;
+            }
+        }
+        delivered
+    }
+
+    /// One round of deliveries; returns how many messages were delivered.
+    pub async fn run_jobs_once(&self) -> usize {
+        if let Some(e) = &self.backend.embedded {
+            return pipes_adapters::local_worker::run_once(e, self.worker_deps(), self.clock.now(), 100)
+                .await
+                .unwrap();
+        }
+        let sqs = self.backend.sqs.as_ref().expect("a queue");
+        let client = aws_sdk_sqs::Client::new(&emulator().await);
+        let out = client
+            .receive_message()
+            .queue_url(sqs.queue_url())
+            .max_number_of_messages(10)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        let msgs = out.messages.unwrap_or_default();
+        let event = sqs_event(&msgs);
+        let response = pipes_adapters::sqs_worker::handle_batch(self.worker_deps(), event, 5).await;
+        let failed: Vec<String> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        for m in &msgs {
+            let id = m.message_id().unwrap_or_default();
+            if failed.iter().any(|f| f == id) {
+                // As Lambda does with a reported failure: the message becomes visible again.
+                client
+                    .change_message_visibility()
+                    .queue_url(sqs.queue_url())
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .unwrap();
+            } else {
+                client
+                    .delete_message()
+                    .queue_url(sqs.queue_url())
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        msgs.len()
     }
 
     /// Serves every route on a loopback port (for browsers and other real clients).

@@ -9,7 +9,9 @@ pub mod embedded;
 pub mod graph;
 pub mod kms;
 pub mod local_key;
+pub mod local_worker;
 pub mod sqs;
+pub mod sqs_worker;
 
 pub use dynamo::DynamoStore;
 pub use embedded::EmbeddedStore;

@@ -209,6 +209,10 @@ pub struct SetupState {
     pub register_attempts: Vec<DateTime<Utc>>,
     /// Do not try the deferred step again before this time.
     pub retry_after: Option<DateTime<Utc>>,
+    /// A worker is running the setup until then; duplicates wait (at-least-once
+    /// delivery must not make Meta calls twice).
+    #[serde(default)]
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 /// What `debug_token` said about the business token (never the token itself).

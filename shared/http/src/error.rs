@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pipes_core::StoreError;
 use pipes_core::session::SessionError;
+use pipes_core::usecases::numbers::NumbersError;
 use pipes_core::usecases::signup::SignupError;
 use pipes_core::usecases::{AuthError, GetSessionError, IssueTokenError};
 use serde_json::json;
@@ -135,5 +136,21 @@ impl From<SignupError> for ApiError {
             e => e.to_string(),
         };
         Self::new(status, e.code(), message)
+    }
+}
+
+impl From<NumbersError> for ApiError {
+    fn from(e: NumbersError) -> Self {
+        match e {
+            NumbersError::Invalid { field, message } => Self::invalid(field, message),
+            NumbersError::NotFound => Self::not_found("number"),
+            NumbersError::Removed => Self::new(
+                StatusCode::CONFLICT,
+                "number_removed",
+                "the number was removed; connect it again to check it",
+            ),
+            NumbersError::Unavailable => Self::unavailable(),
+            NumbersError::Store(e) => e.into(),
+        }
     }
 }

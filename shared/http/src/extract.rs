@@ -2,7 +2,7 @@
 //! content type, field-naming parse errors) and the partner's app key.
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use pipes_core::App;
@@ -110,10 +110,15 @@ fn plain_expectation(exp: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct PartnerApp(pub App);
 
-impl FromRequestParts<ApiState> for PartnerApp {
+impl<S> FromRequestParts<S> for PartnerApp
+where
+    S: Send + Sync,
+    ApiState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = ApiState::from_ref(state);
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)

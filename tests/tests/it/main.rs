@@ -8,6 +8,8 @@ mod contract;
 mod events;
 mod graph_client;
 mod kms;
+mod lifecycle;
+mod numbers_api;
 mod sandbox;
 mod secrets_at_rest;
 mod signup;

@@ -4,7 +4,10 @@
 pub mod admin;
 pub mod authenticate;
 pub mod get_session;
+pub mod health;
 pub mod issue_token;
+pub mod numbers;
+pub mod setup;
 pub mod signup;
 
 pub use admin::{AdminError, CreatedApp, CreatedKey};

@@ -1,0 +1,31 @@
+//! Lambda `numbers-api`: the partner's numbers over HTTP. Only wiring: configuration
+//! (the Meta app secret from SSM, for checks on demand), adapters and the shared router.
+
+use std::sync::Arc;
+
+use pipes_adapters::config::{self, MetaConfig};
+use pipes_core::SystemClock;
+use pipes_core::crypto::Envelope;
+use pipes_core::usecases::health::HealthPolicy;
+use pipes_http::{ApiState, NumbersState, numbers_router};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lambda_http::tracing::init_default_subscriber();
+    let aws = config::aws().await;
+    let meta = MetaConfig::from_env_and_ssm(&aws).await?;
+    let state = NumbersState {
+        api: ApiState {
+            public_base_url: config::public_base_url()?,
+            store: Arc::new(config::dynamo_store(&aws)?),
+            clock: Arc::new(SystemClock),
+        },
+        graph: Arc::new(meta.graph_client()?),
+        envelope: Envelope::new(Arc::new(config::kms_wrapper(&aws)?)),
+        queue: Arc::new(config::setup_queue(&aws)?),
+        policy: HealthPolicy::default(),
+    };
+    lambda_http::run(numbers_router(state))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+}

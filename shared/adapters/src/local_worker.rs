@@ -1,0 +1,64 @@
+//! The in-process worker for `pipes dev`: takes jobs from the embedded store's job
+//! table and runs them with the same handler as the SQS worker. Like SQS, a taken job
+//! is hidden while it runs, comes back after a failure (with backoff), and after
+//! `MAX_ATTEMPTS` deliveries is kept as dead (the local dead-letter queue).
+
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use pipes_core::StoreError;
+use pipes_core::usecases::setup::{JobFailure, WorkerDeps, handle_job};
+use tracing::warn;
+
+use crate::EmbeddedStore;
+
+/// Deliveries before a job is dead (the template's SetupMaxReceiveCount default).
+pub const MAX_ATTEMPTS: u32 = 5;
+/// How long a taken job stays hidden (the SQS visibility timeout's counterpart).
+pub const VISIBILITY: Duration = Duration::minutes(2);
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::seconds(1i64 << attempt.min(6))
+}
+
+/// Runs every job visible at `now` (up to `batch`); returns how many were taken.
+pub async fn run_once(
+    store: &EmbeddedStore,
+    deps: WorkerDeps<'_>,
+    now: DateTime<Utc>,
+    batch: usize,
+) -> Result<usize, StoreError> {
+    let jobs = store.take_jobs(now, batch, now + VISIBILITY).await?;
+    for job in &jobs {
+        let final_attempt = job.attempts >= MAX_ATTEMPTS;
+        match handle_job(deps, &job.body, final_attempt).await {
+            Ok(()) => store.ack_job(job.id).await?,
+            Err(failure) => {
+                let (message, dead) = match &failure {
+                    JobFailure::Retry(m) => (m.clone(), final_attempt),
+                    JobFailure::Malformed(m) => (m.clone(), true),
+                };
+                warn!(job_id = job.id, attempt = job.attempts, dead, error = %message, "job failed");
+                store
+                    .retry_job(job.id, now + backoff(job.attempts), &message, dead)
+                    .await?;
+            }
+        }
+    }
+    Ok(jobs.len())
+}
+
+/// Polls the job table until the task is dropped.
+pub async fn run(store: EmbeddedStore, deps: WorkerDeps<'_>, poll: StdDuration) {
+    loop {
+        let now = deps.clock.now();
+        match run_once(&store, deps, now, 10).await {
+            Ok(0) => tokio::time::sleep(poll).await,
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "local worker: store failure");
+                tokio::time::sleep(poll).await;
+            }
+        }
+    }
+}

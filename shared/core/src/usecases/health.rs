@@ -1,0 +1,417 @@
+//! CheckHealth: what Meta says of a number now, turned into healthy / degraded / down
+//! with a machine-readable reason. Shared by the setup worker, the on-demand route and
+//! the sweep.
+//!
+//! Evidence, worst first: a token Meta calls invalid (or a permission loss) is `down`;
+//! a number Meta no longer knows is `down`; `BLOCKED` is `down`. Then `degraded`:
+//! `LIMITED`, a token expiring within 7 days, a lost webhook subscription (re-subscribed
+//! once first), a number not `CONNECTED`. Transient failures and throttling never mark a
+//! number down; three in a row make it `degraded` (`check_failing`). Right after setup a
+//! grace period keeps lagging Meta data (not yet connected, subscription not yet visible)
+//! from degrading a fresh number. The write is conditional on the version read, so a
+//! slow check never overwrites a newer result.
+
+use chrono::{DateTime, Duration, Utc};
+use futures_util::future::join4;
+use tracing::info;
+
+use crate::clock::Clock;
+use crate::crypto::{Envelope, SecretBinding, SecretPurpose};
+use crate::ids::AppId;
+use crate::meta::{AccessToken, CanSend, GraphError, GraphErrorKind, MessagingHealth, MetaGraph};
+use crate::number::{Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId, Profile};
+use crate::ports::{Store, StoreError, WriteError};
+
+/// When numbers are checked and what counts as what.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthPolicy {
+    /// After setup completes, lagging Meta data does not degrade the number.
+    pub grace: Duration,
+    /// A token expiring sooner than this degrades the number.
+    pub expiring_within: Duration,
+    /// Transient check failures in a row that make a number `degraded`.
+    pub failures_to_degrade: u32,
+    pub healthy_every: Duration,
+    pub degraded_every: Duration,
+    pub down_every: Duration,
+    /// How soon a pending number (setup unfinished) is looked at again.
+    pub pending_every: Duration,
+    /// How soon a check that failed transiently is tried again.
+    pub failing_every: Duration,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        Self {
+            grace: Duration::minutes(15),
+            expiring_within: Duration::days(7),
+            failures_to_degrade: 3,
+            healthy_every: Duration::hours(1),
+            degraded_every: Duration::minutes(15),
+            down_every: Duration::hours(6),
+            pending_every: Duration::minutes(10),
+            failing_every: Duration::minutes(5),
+        }
+    }
+}
+
+impl HealthPolicy {
+    /// When a number in `status` is checked next: hourly (±10 % jitter, so numbers
+    /// connected together spread out) when healthy, 15 min degraded, 6 h down.
+    pub fn next_check(&self, status: HealthStatus, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match status {
+            HealthStatus::Healthy => {
+                let base = self.healthy_every.num_milliseconds();
+                let spread = base / 10;
+                let jitter = jitter_ms(spread * 2) - spread;
+                Some(now + Duration::milliseconds(base + jitter))
+            }
+            HealthStatus::Degraded => Some(now + self.degraded_every),
+            HealthStatus::Down => Some(now + self.down_every),
+            HealthStatus::Pending => Some(now + self.pending_every),
+            HealthStatus::Removed => None,
+        }
+    }
+}
+
+fn jitter_ms(range: i64) -> i64 {
+    if range <= 0 {
+        return 0;
+    }
+    let r = crate::random::base62(8)
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(62).wrapping_add(u64::from(b)));
+    i64::try_from(r % range.unsigned_abs()).unwrap_or(0)
+}
+
+/// Everything CheckHealth talks to.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckDeps<'a> {
+    pub store: &'a dyn Store,
+    pub graph: &'a dyn MetaGraph,
+    pub envelope: &'a Envelope,
+    pub clock: &'a dyn Clock,
+    pub policy: &'a HealthPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("no such number")]
+    NotFound,
+    #[error("the number's token could not be opened")]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a check found and did.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// The number as stored after the check (a newer record if this check lost a race).
+    pub number: Number,
+    /// The status change this check recorded, if any.
+    pub changed: Option<HealthEvent>,
+    /// Meta throttled calls for this number's WABA until then.
+    pub throttled_until: Option<DateTime<Utc>>,
+    /// The check's result was stored (false: a newer write won, or nothing to check).
+    pub written: bool,
+}
+
+/// The conclusion from one round of Meta's answers.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    Decided {
+        status: HealthStatus,
+        reason: Option<HealthReason>,
+        message: String,
+    },
+    /// No decision: Meta failed transiently (or throttled) this time.
+    Inconclusive { message: String, throttled_until: Option<DateTime<Utc>> },
+}
+
+fn decided(status: HealthStatus, reason: HealthReason, message: impl Into<String>) -> Verdict {
+    Verdict::Decided {
+        status,
+        reason: Some(reason),
+        message: message.into(),
+    }
+}
+
+/// Opens the number's business token.
+pub async fn open_token(envelope: &Envelope, number: &Number) -> Result<Option<AccessToken>, crate::crypto::CryptoError> {
+    let Some(sealed) = &number.sealed_token else {
+        return Ok(None);
+    };
+    let binding = SecretBinding {
+        purpose: SecretPurpose::BusinessToken,
+        app_id: &number.app_id,
+        phone_number_id: &number.phone_number_id,
+    };
+    let token = envelope.open_string(binding, sealed).await?;
+    Ok(Some(AccessToken::new(secrecy::ExposeSecret::expose_secret(&token).to_owned())))
+}
+
+/// Asks Meta about the number (four calls, concurrently) and concludes.
+async fn evaluate(
+    graph: &dyn MetaGraph,
+    policy: &HealthPolicy,
+    number: &Number,
+    token: &AccessToken,
+    now: DateTime<Utc>,
+) -> (Verdict, Option<Profile>) {
+    let phone = &number.phone_number_id;
+    let (facts, health, profile, subs) = join4(
+        graph.debug_token(token),
+        graph.health(token, phone),
+        graph.profile(token, phone),
+        graph.subscribed_apps(token, &number.waba_id),
+    )
+    .await;
+    let profile_read = profile.as_ref().ok().cloned();
+    let errors: Vec<&GraphError> = [
+        facts.as_ref().err(),
+        health.as_ref().err(),
+        profile.as_ref().err(),
+        subs.as_ref().err(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    // Down: evidence that the number cannot send, whatever else failed.
+    if errors.iter().any(|e| e.kind == GraphErrorKind::TokenInvalid)
+        || facts.as_ref().is_ok_and(|f| !f.is_valid)
+    {
+        return (decided(HealthStatus::Down, HealthReason::TokenInvalid, "Meta reports the business token is invalid, expired or revoked; the owner must connect the number again"), profile_read);
+    }
+    if errors.iter().any(|e| e.kind == GraphErrorKind::Permission) {
+        return (decided(HealthStatus::Down, HealthReason::TokenInvalid, "the business token no longer has permission on this number; the owner must connect it again"), profile_read);
+    }
+    if errors.iter().any(|e| e.kind == GraphErrorKind::NotFound) {
+        return (decided(HealthStatus::Down, HealthReason::NumberNotFound, "Meta no longer knows this number or its WhatsApp Business Account"), profile_read);
+    }
+    if let Ok(MessagingHealth { can_send: CanSend::Blocked, details }) = &health {
+        return (decided(HealthStatus::Down, HealthReason::MetaBlocked, with_details("Meta blocks sending from this number", details)), profile_read);
+    }
+    if errors.iter().any(|e| e.kind == GraphErrorKind::Policy) {
+        return (decided(HealthStatus::Down, HealthReason::MetaBlocked, "Meta blocks this number for a policy reason"), profile_read);
+    }
+    // Inconclusive: transient failures, throttling, or answers we could not use.
+    if let Some(e) = errors.first() {
+        let throttled_until = errors
+            .iter()
+            .filter(|e| e.kind == GraphErrorKind::Throttled)
+            .map(|e| now + e.retry_after.and_then(|d| Duration::from_std(d).ok()).unwrap_or(Duration::minutes(5)))
+            .max();
+        return (
+            Verdict::Inconclusive {
+                message: format!("health check failed: {}", e.message),
+                throttled_until,
+            },
+            profile_read,
+        );
+    }
+    let (Ok(facts), Ok(health), Ok(profile), Ok(subs)) = (facts, health, profile, subs) else {
+        return (Verdict::Inconclusive { message: "health check failed".into(), throttled_until: None }, profile_read);
+    };
+
+    let fresh = number
+        .setup
+        .completed_at
+        .is_none_or(|done| now - done < policy.grace);
+    if health.can_send == CanSend::Limited {
+        return (decided(HealthStatus::Degraded, HealthReason::MetaLimited, with_details("Meta limits sending from this number", &health.details)), Some(profile));
+    }
+    if let Some(expires) = facts.expires_at.filter(|e| *e - now < policy.expiring_within) {
+        return (decided(HealthStatus::Degraded, HealthReason::TokenExpiring, format!("the business token expires at {}; the owner should connect the number again", expires.to_rfc3339())), Some(profile));
+    }
+    if !subs.iter().any(|a| a == graph.app_id()) {
+        // Re-subscribe once; only a failed repair degrades the number.
+        if let Err(e) = graph.subscribe_app(token, &number.waba_id).await {
+            if !fresh {
+                return (decided(HealthStatus::Degraded, HealthReason::WebhookUnsubscribed, format!("the webhook subscription is missing and could not be restored: {}", e.message)), Some(profile));
+            }
+        } else {
+            info!(phone_number_id = %number.phone_number_id, waba_id = %number.waba_id, "webhook subscription restored");
+        }
+    }
+    if profile.status.as_deref() != Some("CONNECTED") && !fresh {
+        let status = profile.status.clone().unwrap_or_else(|| "unknown".into());
+        return (decided(HealthStatus::Degraded, HealthReason::NotConnected, format!("the number's status on Meta is {status}, not CONNECTED")), Some(profile));
+    }
+    (
+        Verdict::Decided {
+            status: HealthStatus::Healthy,
+            reason: None,
+            message: "the number can send messages".into(),
+        },
+        Some(profile),
+    )
+}
+
+fn with_details(base: &str, details: &[String]) -> String {
+    if details.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}: {}", details.join("; "))
+    }
+}
+
+/// The number's health after a verdict, and the status change if there was one.
+fn apply(
+    number: &Number,
+    verdict: &Verdict,
+    policy: &HealthPolicy,
+    now: DateTime<Utc>,
+) -> (Health, Option<HealthEvent>) {
+    let old = &number.health;
+    // A number whose setup has not finished stays pending unless it is down.
+    let setup_done = number.setup.completed_at.is_some();
+    let (status, reason, message, failures) = match verdict {
+        Verdict::Decided { status, reason, message } => {
+            if !setup_done && *status != HealthStatus::Down {
+                (HealthStatus::Pending, old.reason, old.message.clone(), 0)
+            } else {
+                (*status, *reason, Some(message.clone()), 0)
+            }
+        }
+        Verdict::Inconclusive { message, .. } => {
+            let failures = old.consecutive_failures + 1;
+            if failures >= policy.failures_to_degrade && old.status == HealthStatus::Healthy {
+                (HealthStatus::Degraded, Some(HealthReason::CheckFailing), Some(format!("{failures} health checks in a row failed; last: {message}")), failures)
+            } else {
+                (old.status, old.reason, old.message.clone(), failures)
+            }
+        }
+    };
+    let next = match verdict {
+        Verdict::Inconclusive { throttled_until, .. } => {
+            let retry = now + policy.failing_every;
+            Some(throttled_until.map_or(retry, |t| t.max(retry)))
+        }
+        Verdict::Decided { .. } => policy.next_check(status, now),
+    };
+    let changed = (status != old.status).then(|| HealthEvent {
+        at: now,
+        from: old.status,
+        to: status,
+        reason,
+        message: message.clone(),
+    });
+    let health = Health {
+        status,
+        reason,
+        message,
+        since: if changed.is_some() { now } else { old.since },
+        last_checked_at: Some(now),
+        next_check_at: next,
+        consecutive_failures: failures,
+    };
+    (health, changed)
+}
+
+/// Checks one number now and stores the result (unless a newer write won).
+pub async fn check_health(
+    deps: CheckDeps<'_>,
+    app: &AppId,
+    phone: &PhoneNumberId,
+) -> Result<CheckOutcome, CheckError> {
+    let number = deps.store.number(app, phone).await?.ok_or(CheckError::NotFound)?;
+    check_number(deps, number).await
+}
+
+/// Checks a number already read (the version read is the one the write depends on).
+pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOutcome, CheckError> {
+    if !number.is_live() {
+        return Ok(CheckOutcome { number, changed: None, throttled_until: None, written: false });
+    }
+    let Some(token) = open_token(deps.envelope, &number).await? else {
+        return Ok(CheckOutcome { number, changed: None, throttled_until: None, written: false });
+    };
+    let now = deps.clock.now();
+    let (verdict, profile) = evaluate(deps.graph, deps.policy, &number, &token, now).await;
+    let (health, changed) = apply(&number, &verdict, deps.policy, now);
+    let mut updated = number.clone();
+    updated.health = health;
+    if let Some(p) = profile {
+        updated.profile = p;
+    }
+    updated.version = number.version + 1;
+    updated.updated_at = now;
+    let throttled_until = match &verdict {
+        Verdict::Inconclusive { throttled_until, .. } => *throttled_until,
+        Verdict::Decided { .. } => None,
+    };
+    match deps.store.save_number(&updated, number.version, changed.as_ref()).await {
+        Ok(()) => {
+            if let Some(e) = &changed {
+                info!(phone_number_id = %updated.phone_number_id, app_id = %updated.app_id, from = e.from.as_str(), to = e.to.as_str(), reason = ?e.reason.map(HealthReason::as_str), "health changed");
+            }
+            Ok(CheckOutcome { number: updated, changed, throttled_until, written: true })
+        }
+        Err(WriteError::Changed) => {
+            // A newer write won; this (slower) result is dropped.
+            let current = deps
+                .store
+                .number(&number.app_id, &number.phone_number_id)
+                .await?
+                .ok_or(CheckError::NotFound)?;
+            Ok(CheckOutcome { number: current, changed: None, throttled_until, written: false })
+        }
+        Err(WriteError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Sets a number's health outside a full check (e.g. setup finding the token revoked,
+/// or a deferred registration), conditional on the version given.
+pub async fn set_health(
+    store: &dyn Store,
+    policy: &HealthPolicy,
+    number: &Number,
+    status: HealthStatus,
+    reason: HealthReason,
+    message: &str,
+    now: DateTime<Utc>,
+) -> Result<Number, WriteError> {
+    let old = &number.health;
+    let changed = (status != old.status).then(|| HealthEvent {
+        at: now,
+        from: old.status,
+        to: status,
+        reason: Some(reason),
+        message: Some(message.to_owned()),
+    });
+    let mut updated = number.clone();
+    updated.health = Health {
+        status,
+        reason: Some(reason),
+        message: Some(message.to_owned()),
+        since: if changed.is_some() { now } else { old.since },
+        last_checked_at: old.last_checked_at,
+        next_check_at: policy.next_check(status, now),
+        consecutive_failures: 0,
+    };
+    updated.version = number.version + 1;
+    updated.updated_at = now;
+    store.save_number(&updated, number.version, changed.as_ref()).await?;
+    Ok(updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_numbers_spread_their_next_check() {
+        let p = HealthPolicy::default();
+        let now = Utc::now();
+        let nexts: Vec<_> = (0..50).map(|_| p.next_check(HealthStatus::Healthy, now).unwrap()).collect();
+        for n in &nexts {
+            let d = *n - now;
+            assert!(d >= Duration::minutes(54) && d <= Duration::minutes(66), "{d}");
+        }
+        assert!(nexts.iter().any(|n| *n != nexts[0]), "jittered");
+        assert_eq!(p.next_check(HealthStatus::Down, now), Some(now + Duration::hours(6)));
+        assert_eq!(p.next_check(HealthStatus::Removed, now), None);
+    }
+}

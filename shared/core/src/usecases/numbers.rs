@@ -1,0 +1,180 @@
+//! The partner's view of its numbers: list, get, history, check now, remove
+//! (RemoveNumber). An App never sees or touches another App's number: it is not found.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use chrono::Duration;
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::clock::Clock;
+use crate::number::{Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId};
+use crate::ports::{NumberPage, Store, StoreError, WriteError};
+use crate::queue::{Job, JobQueue};
+use crate::usecases::health::{CheckDeps, CheckError, check_number};
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NumbersError {
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("number not found")]
+    NotFound,
+    #[error("the number was removed")]
+    Removed,
+    #[error("a dependency is unavailable")]
+    Unavailable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, message: &str) -> NumbersError {
+    NumbersError::Invalid { field, message: message.to_owned() }
+}
+
+/// A list request as received.
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    pub status: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// The cursor is opaque to partners: base64url of where the next page starts.
+pub fn encode_cursor(after: &PhoneNumberId) -> String {
+    B64.encode(format!("n1:{after}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<PhoneNumberId> {
+    let bytes = B64.decode(cursor).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    PhoneNumberId::parse(text.strip_prefix("n1:")?)
+}
+
+pub async fn list_numbers(store: &dyn Store, app: &App, req: ListRequest) -> Result<NumberPage, NumbersError> {
+    let status = req
+        .status
+        .filter(|s| !s.is_empty())
+        .map(|s| HealthStatus::parse(&s).ok_or_else(|| invalid("status", "must be pending, healthy, degraded, down or removed")))
+        .transpose()?;
+    let limit = match req.limit.filter(|l| !l.is_empty()) {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| invalid("limit", "must be an integer from 1 to 100"))?,
+    };
+    let after = req
+        .cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| decode_cursor(&c).ok_or_else(|| invalid("cursor", "is not a cursor this API returned")))
+        .transpose()?;
+    Ok(store.list_numbers(&app.id, status, limit, after.as_ref()).await?)
+}
+
+pub async fn get_number(store: &dyn Store, app: &App, phone: &str) -> Result<Number, NumbersError> {
+    let phone = PhoneNumberId::parse(phone).ok_or(NumbersError::NotFound)?;
+    store.number(&app.id, &phone).await?.ok_or(NumbersError::NotFound)
+}
+
+pub async fn number_history(store: &dyn Store, app: &App, phone: &str) -> Result<Vec<HealthEvent>, NumbersError> {
+    let number = get_number(store, app, phone).await?;
+    Ok(store.history(&app.id, &number.phone_number_id, 500).await?)
+}
+
+/// `POST /v1/numbers/{id}/health-check`: a check now.
+pub async fn check_now(deps: CheckDeps<'_>, app: &App, phone: &str) -> Result<Number, NumbersError> {
+    let number = get_number(deps.store, app, phone).await?;
+    if !number.is_live() {
+        return Err(NumbersError::Removed);
+    }
+    match check_number(deps, number).await {
+        Ok(outcome) => Ok(outcome.number),
+        Err(CheckError::NotFound) => Err(NumbersError::NotFound),
+        Err(CheckError::Store(e)) => Err(e.into()),
+        Err(CheckError::Crypto(e)) => {
+            warn!(error = %e, "check now: the token did not open");
+            Err(NumbersError::Unavailable)
+        }
+    }
+}
+
+/// RemoveNumber: the token and PIN are destroyed at once, the number shows `removed`,
+/// the phone number is free to be onboarded again, and, when no other live number of
+/// the WABA remains, a teardown job unsubscribes the WABA's webhooks. The teardown job
+/// is queued before the removal commits (it waits for the removal), so an acknowledged
+/// removal never loses its teardown. Removing twice is not an error.
+pub async fn remove_number(
+    store: &dyn Store,
+    queue: &dyn JobQueue,
+    clock: &dyn Clock,
+    app: &App,
+    phone: &str,
+) -> Result<(), NumbersError> {
+    for _ in 0..3 {
+        let number = get_number(store, app, phone).await?;
+        if !number.is_live() {
+            return Ok(());
+        }
+        let others = store
+            .live_numbers_in_waba(&number.waba_id)
+            .await?
+            .into_iter()
+            .filter(|(_, p)| *p != number.phone_number_id)
+            .count();
+        if others == 0 && let Some(sealed) = &number.sealed_token {
+            let job = Job::Teardown {
+                app_id: number.app_id.clone(),
+                waba_id: number.waba_id.clone(),
+                phone_number_id: number.phone_number_id.clone(),
+                sealed_token: sealed.encode(),
+            };
+            queue.enqueue(&job).await.map_err(|e| {
+                warn!(error = %e, "teardown job not queued; nothing was removed");
+                NumbersError::Unavailable
+            })?;
+        }
+        let now = clock.now();
+        let mut removed = number.clone();
+        removed.sealed_token = None;
+        removed.sealed_pin = None;
+        removed.health = Health {
+            status: HealthStatus::Removed,
+            reason: Some(HealthReason::PartnerRemoved),
+            message: Some("removed by the partner".into()),
+            since: now,
+            last_checked_at: number.health.last_checked_at,
+            next_check_at: None,
+            consecutive_failures: 0,
+        };
+        removed.version = number.version + 1;
+        removed.updated_at = now;
+        let event = HealthEvent {
+            at: now,
+            from: number.health.status,
+            to: HealthStatus::Removed,
+            reason: Some(HealthReason::PartnerRemoved),
+            message: Some("removed by the partner".into()),
+        };
+        match store.remove_number(&removed, number.version, &event).await {
+            Ok(()) => {
+                info!(app_id = %app.id, phone_number_id = %number.phone_number_id, teardown = others == 0, "number removed");
+                return Ok(());
+            }
+            Err(WriteError::Changed) => continue,
+            Err(WriteError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Err(NumbersError::Unavailable)
+}
+
+/// Pending setups that stalled (no progress for `after`), for the sweep to re-drive.
+pub fn setup_stalled(number: &Number, now: chrono::DateTime<chrono::Utc>, after: Duration) -> bool {
+    number.is_live()
+        && number.health.status == HealthStatus::Pending
+        && number.setup.retry_after.is_none_or(|r| r <= now)
+        && now - number.updated_at >= after
+}

@@ -1,0 +1,386 @@
+//! RunSetup: the slow post-signup steps, run by the webhook-setup worker, each recorded
+//! on the number so a redelivered or repeated job skips what is done:
+//! 1. subscribe our app to the WABA's webhooks;
+//! 2. register the number for Cloud API with a 6-digit PIN from the CSPRNG, sealed and
+//!    stored before the call so retries reuse it (skipped when the profile shows the
+//!    number registered already, or on the WhatsApp Business app; deferred, not failed,
+//!    while the display name is in review or Meta's 10-per-72-h budget is spent);
+//! 3. read the profile; 4. link the number to its App and run the first health check.
+//! Also Teardown (after a removal) and the job dispatcher both workers share.
+
+use chrono::{DateTime, Duration, Utc};
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::crypto::{Envelope, Sealed, SecretBinding, SecretPurpose};
+use crate::ids::AppId;
+use crate::meta::{AccessToken, GraphError, GraphErrorKind, MetaGraph};
+use crate::number::{HealthReason, HealthStatus, Number, PhoneNumberId, WabaId};
+use crate::ports::{Store, StoreError, WriteError};
+use crate::queue::{Job, JobQueue};
+use crate::usecases::health::{CheckDeps, CheckError, HealthPolicy, check_number, open_token, set_health};
+
+/// Meta's registration budget per number.
+pub const REGISTRATIONS_PER_WINDOW: usize = 10;
+pub const REGISTRATION_WINDOW: Duration = Duration::hours(72);
+/// How long to wait before retrying while the display name is in review.
+pub const NAME_REVIEW_RETRY: Duration = Duration::hours(1);
+/// How long one delivery holds the setup of a number (longer than a worker runs).
+pub const SETUP_LEASE: Duration = Duration::minutes(2);
+
+/// Everything the workers talk to.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerDeps<'a> {
+    pub store: &'a dyn Store,
+    pub graph: &'a dyn MetaGraph,
+    pub envelope: &'a Envelope,
+    pub queue: &'a dyn JobQueue,
+    pub clock: &'a dyn Clock,
+    pub policy: &'a HealthPolicy,
+}
+
+impl<'a> WorkerDeps<'a> {
+    pub fn check(&self) -> CheckDeps<'a> {
+        CheckDeps {
+            store: self.store,
+            graph: self.graph,
+            envelope: self.envelope,
+            clock: self.clock,
+            policy: self.policy,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupOutcome {
+    /// Setup finished; the first health check gave this status.
+    Completed(HealthStatus),
+    /// A step must wait until then (the number says why); the sweep re-drives it.
+    Deferred { until: DateTime<Utc>, reason: HealthReason },
+    /// The number is down; setup stops.
+    Down(HealthReason),
+    /// Nothing to do: removed, already set up, or unknown.
+    Skipped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Worth another delivery (transient Meta failure, throttling, a concurrent write).
+    #[error("{0}")]
+    Retry(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<WriteError> for SetupError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Changed => Self::Retry("the number changed meanwhile".into()),
+            WriteError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+impl From<CheckError> for SetupError {
+    fn from(e: CheckError) -> Self {
+        match e {
+            CheckError::Store(e) => Self::Store(e),
+            e => Self::Retry(e.to_string()),
+        }
+    }
+}
+
+/// Stores a step's progress over the version read; returns the stored number.
+async fn save(store: &dyn Store, number: &Number, now: DateTime<Utc>) -> Result<Number, SetupError> {
+    let mut next = number.clone();
+    next.version = number.version + 1;
+    next.updated_at = now;
+    store.save_number(&next, number.version, None).await?;
+    Ok(next)
+}
+
+fn pin_binding(n: &Number) -> SecretBinding<'_> {
+    SecretBinding {
+        purpose: SecretPurpose::RegistrationPin,
+        app_id: &n.app_id,
+        phone_number_id: &n.phone_number_id,
+    }
+}
+
+/// Six decimal digits from the OS CSPRNG (uniform: base62 characters that are digits).
+fn new_pin() -> String {
+    let mut pin = String::with_capacity(6);
+    while pin.len() < 6 {
+        pin.extend(crate::random::base62(32).chars().filter(char::is_ascii_digit).take(6 - pin.len()));
+    }
+    pin
+}
+
+/// Records why a step failed and decides: down (stop), or retry later.
+async fn failed(deps: WorkerDeps<'_>, n: &Number, step: &str, e: GraphError) -> Result<SetupOutcome, SetupError> {
+    let now = deps.clock.now();
+    let (reason, message) = match e.kind {
+        GraphErrorKind::TokenInvalid | GraphErrorKind::Permission => (
+            HealthReason::TokenInvalid,
+            "Meta refused the business token during setup; the owner must connect the number again",
+        ),
+        GraphErrorKind::NotFound => (
+            HealthReason::NumberNotFound,
+            "Meta no longer knows this number or its WhatsApp Business Account",
+        ),
+        _ => {
+            let mut recorded = n.clone();
+            recorded.setup.lease_until = None;
+            recorded.setup.last_error = Some(format!("{step}: {}", e.message));
+            save(deps.store, &recorded, now).await?;
+            return Err(SetupError::Retry(format!("{step}: {}", e.message)));
+        }
+    };
+    let mut stopped = n.clone();
+    stopped.setup.lease_until = None;
+    stopped.setup.last_error = Some(format!("{step}: {}", e.message));
+    set_health(deps.store, deps.policy, &stopped, HealthStatus::Down, reason, message, now).await?;
+    warn!(phone_number_id = %n.phone_number_id, step, reason = reason.as_str(), "setup stopped: number down");
+    Ok(SetupOutcome::Down(reason))
+}
+
+/// Waits until `until` (kept on the number; the sweep re-drives the setup then).
+async fn defer(
+    deps: WorkerDeps<'_>,
+    n: &Number,
+    until: DateTime<Utc>,
+    reason: HealthReason,
+    message: String,
+) -> Result<SetupOutcome, SetupError> {
+    let mut waiting = n.clone();
+    waiting.setup.lease_until = None;
+    waiting.setup.retry_after = Some(until);
+    waiting.health.reason = Some(reason);
+    waiting.health.message = Some(message);
+    waiting.health.next_check_at = Some(until);
+    save(deps.store, &waiting, deps.clock.now()).await?;
+    info!(phone_number_id = %n.phone_number_id, reason = reason.as_str(), until = %until, "setup deferred");
+    Ok(SetupOutcome::Deferred { until, reason })
+}
+
+pub async fn run_setup(deps: WorkerDeps<'_>, app: &AppId, phone: &PhoneNumberId) -> Result<SetupOutcome, SetupError> {
+    let Some(mut n) = deps.store.number(app, phone).await? else {
+        return Ok(SetupOutcome::Skipped);
+    };
+    if !n.is_live() || (n.setup.completed_at.is_some() && n.health.status != HealthStatus::Pending) {
+        return Ok(SetupOutcome::Skipped);
+    }
+    let now = deps.clock.now();
+    if let Some(until) = n.setup.retry_after.filter(|u| *u > now) {
+        let reason = n.health.reason.unwrap_or(HealthReason::RegistrationDeferred);
+        return Ok(SetupOutcome::Deferred { until, reason });
+    }
+    if n.setup.lease_until.is_some_and(|l| l > now) {
+        return Err(SetupError::Retry("another delivery is running this setup".into()));
+    }
+    let token = match open_token(deps.envelope, &n).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(SetupOutcome::Skipped),
+        Err(e) => return Err(SetupError::Retry(format!("opening the token: {e}"))),
+    };
+    // Take the lease: of two concurrent deliveries, one writes it, the other retries.
+    n.setup.lease_until = Some(now + SETUP_LEASE);
+    n = save(deps.store, &n, now).await?;
+
+    if !n.setup.webhook_subscribed {
+        if let Err(e) = deps.graph.subscribe_app(&token, &n.waba_id).await {
+            return failed(deps, &n, "subscribe webhooks", e).await;
+        }
+        n.setup.webhook_subscribed = true;
+        n = save(deps.store, &n, now).await?;
+    }
+    if !n.setup.registered {
+        match register(deps, n, &token, now).await? {
+            Ok(registered) => n = registered,
+            Err(outcome) => return Ok(outcome),
+        }
+    }
+
+    n.setup.profile_read = true;
+    n.setup.lease_until = None;
+    n.setup.completed_at = Some(now);
+    n.setup.last_error = None;
+    n.setup.retry_after = None;
+    let n = save(deps.store, &n, now).await?;
+    let checked = check_number(deps.check(), n).await?;
+    let status = checked.number.health.status;
+    info!(phone_number_id = %phone, app_id = %app, status = status.as_str(), "setup completed");
+    Ok(SetupOutcome::Completed(status))
+}
+
+/// Step 2; `Err(outcome)` when setup stops or waits here.
+async fn register(
+    deps: WorkerDeps<'_>,
+    mut n: Number,
+    token: &AccessToken,
+    now: DateTime<Utc>,
+) -> Result<Result<Number, SetupOutcome>, SetupError> {
+    let profile = match deps.graph.profile(token, &n.phone_number_id).await {
+        Ok(p) => p,
+        Err(e) => return failed(deps, &n, "read profile", e).await.map(Err),
+    };
+    n.profile = profile.clone();
+    let registered_already = profile.platform_type.as_deref().is_some_and(|p| p != "NOT_APPLICABLE");
+    if registered_already {
+        // Registered for Cloud API already, or a WhatsApp Business app (coexistence) number.
+        n.setup.registered = true;
+        return Ok(Ok(save(deps.store, &n, now).await?));
+    }
+    if profile.name_status.as_deref() == Some("PENDING_REVIEW") {
+        let msg = "the display name is in Meta's review; registration waits for it".to_owned();
+        return defer(deps, &n, now + NAME_REVIEW_RETRY, HealthReason::NamePendingReview, msg).await.map(Err);
+    }
+    n.setup.register_attempts.retain(|t| now - *t < REGISTRATION_WINDOW);
+    if n.setup.register_attempts.len() >= REGISTRATIONS_PER_WINDOW {
+        let oldest = n.setup.register_attempts.iter().min().copied().unwrap_or(now);
+        let msg = "Meta's registration budget (10 per 72 hours) is spent; registration waits".to_owned();
+        return defer(deps, &n, oldest + REGISTRATION_WINDOW, HealthReason::RegistrationDeferred, msg).await.map(Err);
+    }
+    let pin = match &n.sealed_pin {
+        Some(sealed) => deps
+            .envelope
+            .open_string(pin_binding(&n), sealed)
+            .await
+            .map_err(|e| SetupError::Retry(format!("opening the PIN: {e}")))?,
+        None => {
+            let pin = new_pin();
+            let sealed = deps
+                .envelope
+                .seal(pin_binding(&n), pin.as_bytes())
+                .await
+                .map_err(|e| SetupError::Retry(format!("sealing the PIN: {e}")))?;
+            n.sealed_pin = Some(sealed);
+            pin.into()
+        }
+    };
+    // The PIN and the attempt are stored before the call: a retry reuses the PIN and
+    // counts against the same budget Meta counts.
+    n.setup.register_attempts.push(now);
+    let n = save(deps.store, &n, now).await?;
+    match deps.graph.register(token, &n.phone_number_id, secrecy::ExposeSecret::expose_secret(&pin)).await {
+        Ok(()) => {
+            let mut done = n;
+            done.setup.registered = true;
+            done.setup.retry_after = None;
+            Ok(Ok(save(deps.store, &done, now).await?))
+        }
+        Err(e) if e.code == Some(133016) => {
+            let wait = e.retry_after.and_then(|d| Duration::from_std(d).ok()).unwrap_or(Duration::hours(1));
+            let msg = "Meta's registration rate limit was reached; registration waits".to_owned();
+            defer(deps, &n, now + wait, HealthReason::RegistrationDeferred, msg).await.map(Err)
+        }
+        Err(e) => failed(deps, &n, "register", e).await.map(Err),
+    }
+}
+
+/// After a removal: unsubscribes the WABA's webhooks when no live number of it remains.
+pub async fn teardown(
+    deps: WorkerDeps<'_>,
+    app: &AppId,
+    waba: &WabaId,
+    phone: &PhoneNumberId,
+    sealed_token: &str,
+) -> Result<(), SetupError> {
+    if deps.store.number(app, phone).await?.is_some_and(|n| n.is_live()) {
+        // The removal has not committed (yet): try again later; if it never does, the
+        // message ends in the dead-letter queue and the WABA stays subscribed.
+        return Err(SetupError::Retry("the number is not removed".into()));
+    }
+    if !deps.store.live_numbers_in_waba(waba).await?.is_empty() {
+        info!(waba_id = %waba, "teardown: another live number keeps the subscription");
+        return Ok(());
+    }
+    let Ok(sealed) = Sealed::decode(sealed_token) else {
+        warn!(waba_id = %waba, "teardown: malformed sealed token; nothing to do");
+        return Ok(());
+    };
+    let binding = SecretBinding {
+        purpose: SecretPurpose::BusinessToken,
+        app_id: app,
+        phone_number_id: phone,
+    };
+    let token = match deps.envelope.open_string(binding, &sealed).await {
+        Ok(t) => AccessToken::new(secrecy::ExposeSecret::expose_secret(&t).to_owned()),
+        Err(crate::crypto::CryptoError::Unavailable(e)) => return Err(SetupError::Retry(format!("key service: {e}"))),
+        Err(e) => {
+            warn!(waba_id = %waba, error = %e, "teardown: the token does not open; nothing to do");
+            return Ok(());
+        }
+    };
+    match deps.graph.unsubscribe_app(&token, waba).await {
+        Ok(()) => {
+            info!(waba_id = %waba, "webhooks unsubscribed: no live number of the WABA remains");
+            Ok(())
+        }
+        Err(e) if e.is_retryable() => Err(SetupError::Retry(format!("unsubscribe: {}", e.message))),
+        Err(e) => {
+            info!(waba_id = %waba, kind = ?e.kind, "teardown: Meta refused; our access is gone already");
+            Ok(())
+        }
+    }
+}
+
+/// Why a queued job was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum JobFailure {
+    /// Deliver again later.
+    #[error("retry: {0}")]
+    Retry(String),
+    /// Not a job: no retry will help (it still goes to the dead-letter queue).
+    #[error("malformed job: {0}")]
+    Malformed(String),
+}
+
+/// Runs one queued job. `final_attempt`: this is the last delivery before the
+/// dead-letter queue, so a failure is recorded on the number for the partner to see.
+pub async fn handle_job(deps: WorkerDeps<'_>, body: &str, final_attempt: bool) -> Result<(), JobFailure> {
+    let job: Job = serde_json::from_str(body).map_err(|e| JobFailure::Malformed(e.to_string()))?;
+    let result = match &job {
+        Job::Setup { app_id, phone_number_id } => run_setup(deps, app_id, phone_number_id).await.map(|_| ()),
+        Job::Teardown { app_id, waba_id, phone_number_id, sealed_token } => {
+            teardown(deps, app_id, waba_id, phone_number_id, sealed_token).await
+        }
+        Job::Check { numbers } => {
+            for (app, phone) in numbers {
+                match crate::usecases::health::check_health(deps.check(), app, phone).await {
+                    Ok(_) | Err(CheckError::NotFound) => {}
+                    Err(e) => warn!(phone_number_id = %phone, error = %e, "fanned-out check failed"),
+                }
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(SetupError::Retry(msg)) => {
+            if final_attempt && let Job::Setup { app_id, phone_number_id } = &job {
+                mark_setup_failed(deps, app_id, phone_number_id, &msg).await;
+            }
+            Err(JobFailure::Retry(msg))
+        }
+        Err(SetupError::Store(e)) => Err(JobFailure::Retry(e.to_string())),
+    }
+}
+
+/// The last delivery failed: the number shows why (`setup.lastError`, reason
+/// `setup_failed`); it stays pending and the sweep re-drives it later.
+async fn mark_setup_failed(deps: WorkerDeps<'_>, app: &AppId, phone: &PhoneNumberId, msg: &str) {
+    let Ok(Some(n)) = deps.store.number(app, phone).await else { return };
+    if !n.is_live() || n.health.status != HealthStatus::Pending {
+        return;
+    }
+    let mut failed = n.clone();
+    failed.setup.last_error = Some(msg.to_owned());
+    failed.health.reason = Some(HealthReason::SetupFailed);
+    failed.health.message = Some(format!("setup failed after every retry: {msg}"));
+    failed.version = n.version + 1;
+    failed.updated_at = deps.clock.now();
+    if let Err(e) = deps.store.save_number(&failed, n.version, None).await {
+        warn!(phone_number_id = %phone, error = %e, "could not record the setup failure");
+    }
+}

@@ -1,0 +1,164 @@
+//! The partner's numbers (app key): list, get, history, check now, remove.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pipes_core::Number;
+use pipes_core::crypto::Envelope;
+use pipes_core::meta::MetaGraph;
+use pipes_core::queue::JobQueue;
+use pipes_core::usecases::health::{CheckDeps, HealthPolicy};
+use pipes_core::usecases::numbers::{
+    ListRequest, check_now, encode_cursor, get_number, list_numbers, number_history, remove_number,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::extract::PartnerApp;
+use crate::partner::rfc3339;
+use crate::{ApiError, ApiState};
+
+/// Everything the numbers routes use; built once at start-up.
+#[derive(Debug, Clone)]
+pub struct NumbersState {
+    pub api: ApiState,
+    pub graph: Arc<dyn MetaGraph>,
+    pub envelope: Envelope,
+    pub queue: Arc<dyn JobQueue>,
+    pub policy: HealthPolicy,
+}
+
+impl axum::extract::FromRef<NumbersState> for ApiState {
+    fn from_ref(s: &NumbersState) -> Self {
+        s.api.clone()
+    }
+}
+
+pub(crate) fn routes() -> Router<NumbersState> {
+    Router::new()
+        .route("/v1/numbers", get(list))
+        .route("/v1/numbers/{phone}", get(one).delete(remove))
+        .route("/v1/numbers/{phone}/health-check", post(check))
+        .route("/v1/numbers/{phone}/history", get(history))
+}
+
+/// A number as API.md shows it (never its token or PIN).
+pub fn number_view(n: &Number) -> Value {
+    json!({
+        "phoneNumberId": n.phone_number_id,
+        "appId": n.app_id,
+        "wabaId": n.waba_id,
+        "businessId": n.business_id,
+        "displayPhoneNumber": n.profile.display_phone_number,
+        "verifiedName": n.profile.verified_name,
+        "qualityRating": n.profile.quality_rating,
+        "health": {
+            "status": n.health.status.as_str(),
+            "reason": n.health.reason.map(|r| r.as_str()),
+            "message": n.health.message,
+            "since": rfc3339(n.health.since),
+            "lastCheckedAt": n.health.last_checked_at.map(rfc3339),
+            "nextCheckAt": n.health.next_check_at.map(rfc3339),
+        },
+        "setup": {
+            "webhookSubscribed": n.setup.webhook_subscribed,
+            "registered": n.setup.registered,
+            "completedAt": n.setup.completed_at.map(rfc3339),
+            "lastError": n.setup.last_error,
+        },
+        "token": {
+            "expiresAt": n.token.expires_at.map(rfc3339),
+            "scopes": n.token.scopes,
+        },
+        "sessionId": n.session_id,
+        "metadata": Value::from(n.metadata.clone()),
+        "connectedAt": rfc3339(n.connected_at),
+        "updatedAt": rfc3339(n.updated_at),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListResponse {
+    numbers: Vec<Value>,
+    next_cursor: Option<String>,
+}
+
+async fn list(
+    State(state): State<NumbersState>,
+    PartnerApp(app): PartnerApp,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let Query(q) = query.map_err(|_| ApiError::invalid("query", "is malformed"))?;
+    let req = ListRequest { status: q.status, limit: q.limit, cursor: q.cursor };
+    let page = list_numbers(&*state.api.store, &app, req).await?;
+    Ok(Json(ListResponse {
+        numbers: page.numbers.iter().map(number_view).collect(),
+        next_cursor: page.next_after.as_ref().map(encode_cursor),
+    }))
+}
+
+async fn one(
+    State(state): State<NumbersState>,
+    PartnerApp(app): PartnerApp,
+    Path(phone): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let n = get_number(&*state.api.store, &app, &phone).await?;
+    Ok(Json(number_view(&n)))
+}
+
+async fn check(
+    State(state): State<NumbersState>,
+    PartnerApp(app): PartnerApp,
+    Path(phone): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let deps = CheckDeps {
+        store: &*state.api.store,
+        graph: &*state.graph,
+        envelope: &state.envelope,
+        clock: &*state.api.clock,
+        policy: &state.policy,
+    };
+    let n = check_now(deps, &app, &phone).await?;
+    Ok(Json(number_view(&n)))
+}
+
+async fn history(
+    State(state): State<NumbersState>,
+    PartnerApp(app): PartnerApp,
+    Path(phone): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let events = number_history(&*state.api.store, &app, &phone).await?;
+    let events: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "at": rfc3339(e.at),
+                "from": e.from.as_str(),
+                "to": e.to.as_str(),
+                "reason": e.reason.map(|r| r.as_str()),
+                "message": e.message,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "events": events })))
+}
+
+async fn remove(
+    State(state): State<NumbersState>,
+    PartnerApp(app): PartnerApp,
+    Path(phone): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    remove_number(&*state.api.store, &*state.queue, &*state.api.clock, &app, &phone).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -70,7 +70,13 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
     let graph: Arc<dyn MetaGraph> = Arc::new(meta.graph_client()?);
     let envelope = Envelope::new(Arc::new(master));
     let policy = HealthPolicy::default();
-    let worker = spawn_worker(store.clone(), graph.clone(), envelope.clone(), clock.clone(), policy);
+    let worker = spawn_worker(
+        store.clone(),
+        graph.clone(),
+        envelope.clone(),
+        clock.clone(),
+        policy,
+    );
     let store = Arc::new(store);
     let state = SignupState {
         api: ApiState {

@@ -6,6 +6,7 @@ pub mod runtime_api;
 
 use std::sync::{Arc, Mutex};
 
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_dynamodb::Client as DynamoClient;
 use axum::body::Body;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
@@ -16,7 +17,6 @@ use pipes_adapters::kms::KmsWrapper;
 use pipes_adapters::sqs::SqsQueue;
 use pipes_adapters::{DynamoStore, EmbeddedStore, dynamo};
 use pipes_core::crypto::{Envelope, KeyWrapper};
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use pipes_core::meta::MetaGraph;
 use pipes_core::queue::{Job, JobQueue};
 use pipes_core::usecases::health::HealthPolicy;
@@ -96,6 +96,8 @@ pub struct Backend {
     pub sqs: Option<SqsQueue>,
     /// The DynamoDB table, when this backend is AWS.
     pub table: Option<String>,
+    /// The KMS key id, when this backend is AWS.
+    pub kms_key_id: Option<String>,
     _dir: Option<Arc<tempfile::TempDir>>,
 }
 
@@ -110,6 +112,7 @@ impl Backend {
             embedded: Some(store),
             sqs: None,
             table: None,
+            kms_key_id: None,
             _dir: Some(Arc::new(dir)),
         }
     }
@@ -119,11 +122,13 @@ impl Backend {
         let store = dynamo_store().await;
         let queue = sqs_queue(&conf).await;
         let table = Some(store.table().to_owned());
+        let key = kms_key(&conf).await;
         Self {
             table,
+            kms_key_id: Some(key.clone()),
             store: Arc::new(store),
             queue: Arc::new(queue.clone()),
-            wrapper: Arc::new(kms_wrapper(&conf).await),
+            wrapper: Arc::new(KmsWrapper::new(aws_sdk_kms::Client::new(&conf), key)),
             embedded: None,
             sqs: Some(queue),
             _dir: None,
@@ -334,9 +339,14 @@ impl TestApp {
     /// One round of deliveries; returns how many messages were delivered.
     pub async fn run_jobs_once(&self) -> usize {
         if let Some(e) = &self.backend.embedded {
-            return pipes_adapters::local_worker::run_once(e, self.worker_deps(), self.clock.now(), 100)
-                .await
-                .unwrap();
+            return pipes_adapters::local_worker::run_once(
+                e,
+                self.worker_deps(),
+                self.clock.now(),
+                100,
+            )
+            .await
+            .unwrap();
         }
         let sqs = self.backend.sqs.as_ref().expect("a queue");
         let client = aws_sdk_sqs::Client::new(&emulator().await);
@@ -379,6 +389,39 @@ impl TestApp {
             }
         }
         msgs.len()
+    }
+
+    /// The environment a deployed function of this platform gets (AWS backend only):
+    /// the table, key, queue, the Meta app (the sandbox, on loopback) and its secret in
+    /// an SSM SecureString on the emulator.
+    pub async fn function_env(&self) -> Vec<(&'static str, String)> {
+        let conf = emulator().await;
+        let parameter = format!("/pipes-test/{}/meta-app-secret", uuid_like());
+        aws_sdk_ssm::Client::new(&conf)
+            .put_parameter()
+            .name(&parameter)
+            .value(pipes_sandbox::SANDBOX_APP_SECRET)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
+        vec![
+            (
+                "TABLE_NAME",
+                self.backend.table.clone().expect("an AWS backend"),
+            ),
+            ("KMS_KEY_ID", self.backend.kms_key_id.clone().unwrap()),
+            (
+                "SETUP_QUEUE_URL",
+                self.backend.sqs.as_ref().unwrap().queue_url().to_owned(),
+            ),
+            ("SETUP_MAX_RECEIVE_COUNT", "5".into()),
+            ("PUBLIC_BASE_URL", BASE_URL.into()),
+            ("META_APP_ID", pipes_sandbox::SANDBOX_APP_ID.into()),
+            ("META_CONFIG_ID", pipes_sandbox::SANDBOX_CONFIG_ID.into()),
+            ("META_APP_SECRET_PARAMETER", parameter),
+            ("META_GRAPH_BASE_URL", self.graph_base.clone()),
+        ]
     }
 
     /// Serves every route on a loopback port (for browsers and other real clients).

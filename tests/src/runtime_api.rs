@@ -140,7 +140,11 @@ impl LambdaHarness {
     }
 
     /// Starts the function binary with the Lambda environment plus `env`.
-    pub fn spawn(&mut self, binary: &Path, env: &[(&str, &str)]) {
+    pub fn spawn<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        &mut self,
+        binary: &Path,
+        env: &[(K, V)],
+    ) {
         let mut cmd = Command::new(binary);
         cmd.env("AWS_LAMBDA_RUNTIME_API", self.addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", "test")
@@ -154,6 +158,9 @@ impl LambdaHarness {
             .env_remove("META_APP_SECRET")
             .env_remove("META_CONFIG_ID")
             .env_remove("META_APP_SECRET_PARAMETER")
+            .env_remove("KMS_KEY_ID")
+            .env_remove("SETUP_QUEUE_URL")
+            .env_remove("SETUP_MAX_RECEIVE_COUNT")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {

@@ -34,7 +34,9 @@ async fn main() -> anyhow::Result<()> {
         policy: &policy,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        Ok::<SqsBatchResponse, lambda_runtime::Error>(handle_batch(deps, event.payload, max_receive).await)
+        Ok::<SqsBatchResponse, lambda_runtime::Error>(
+            handle_batch(deps, event.payload, max_receive).await,
+        )
     }))
     .await
     .map_err(|e| anyhow::anyhow!(e))

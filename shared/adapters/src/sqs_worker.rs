@@ -17,7 +17,11 @@ fn receive_count(m: &SqsMessage) -> u32 {
 /// Runs every message of the batch (concurrently) and reports the ones to redeliver.
 /// `max_receive_count` is the queue's redrive setting: the delivery that reaches it is
 /// the last before the dead-letter queue.
-pub async fn handle_batch(deps: WorkerDeps<'_>, event: SqsEvent, max_receive_count: u32) -> SqsBatchResponse {
+pub async fn handle_batch(
+    deps: WorkerDeps<'_>,
+    event: SqsEvent,
+    max_receive_count: u32,
+) -> SqsBatchResponse {
     let runs = event.records.iter().map(|m| async move {
         let id = m.message_id.clone().unwrap_or_default();
         let Some(body) = m.body.as_deref() else {

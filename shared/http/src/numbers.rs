@@ -100,7 +100,11 @@ async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListResponse>, ApiError> {
     let Query(q) = query.map_err(|_| ApiError::invalid("query", "is malformed"))?;
-    let req = ListRequest { status: q.status, limit: q.limit, cursor: q.cursor };
+    let req = ListRequest {
+        status: q.status,
+        limit: q.limit,
+        cursor: q.cursor,
+    };
     let page = list_numbers(&*state.api.store, &app, req).await?;
     Ok(Json(ListResponse {
         numbers: page.numbers.iter().map(number_view).collect(),
@@ -159,6 +163,13 @@ async fn remove(
     PartnerApp(app): PartnerApp,
     Path(phone): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    remove_number(&*state.api.store, &*state.queue, &*state.api.clock, &app, &phone).await?;
+    remove_number(
+        &*state.api.store,
+        &*state.queue,
+        &*state.api.clock,
+        &app,
+        &phone,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -102,17 +102,11 @@ pub struct State {
 
 pub fn meta_id() -> String {
     // 15 digits, not starting with 0, like Meta's ids.
-    let digits: String = random::base62(64)
+    let digits: String = random::base62(14)
         .bytes()
-        .filter(u8::is_ascii_digit)
-        .map(char::from)
+        .map(|b| char::from(b'0' + b % 10))
         .collect();
-    let mut id = format!("1{digits}");
-    while id.len() < 15 {
-        id.push('7');
-    }
-    id.truncate(15);
-    id
+    format!("1{digits}")
 }
 
 /// What `POST /sandbox/signups` hands the page: what a finished Embedded Signup yields.

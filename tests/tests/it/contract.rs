@@ -560,14 +560,23 @@ pub async fn abandons_are_appended_until_the_session_completes(store: Arc<dyn St
 async fn signed_up(store: &dyn Store, app: &AppId, phone: &str) -> pipes_core::Number {
     let (s, token) = pending_session(store, app).await;
     let now = SystemClock.now();
-    store.claim_session(&token.hash(), "c", now, now + Duration::seconds(60)).await.unwrap();
+    store
+        .claim_session(&token.hash(), "c", now, now + Duration::seconds(60))
+        .await
+        .unwrap();
     let done = completion(&s, "c", phone, None);
     store.complete_signup(&done).await.unwrap();
     done.number
 }
 
 fn event(from: HealthStatus, to: HealthStatus, at: chrono::DateTime<chrono::Utc>) -> HealthEvent {
-    HealthEvent { at, from, to, reason: Some(HealthReason::TokenInvalid), message: Some("m".into()) }
+    HealthEvent {
+        at,
+        from,
+        to,
+        reason: Some(HealthReason::TokenInvalid),
+        message: Some("m".into()),
+    }
 }
 
 pub async fn number_writes_are_conditional_on_the_version_read(store: Arc<dyn Store>) {
@@ -577,21 +586,55 @@ pub async fn number_writes_are_conditional_on_the_version_read(store: Arc<dyn St
     n.health.status = HealthStatus::Down;
     n.version = 2;
     n.updated_at = t0;
-    store.save_number(&n, 1, Some(&event(HealthStatus::Pending, HealthStatus::Down, t0))).await.unwrap();
+    store
+        .save_number(
+            &n,
+            1,
+            Some(&event(HealthStatus::Pending, HealthStatus::Down, t0)),
+        )
+        .await
+        .unwrap();
     let stale = store.save_number(&n, 1, None).await;
     assert!(matches!(stale, Err(WriteError::Changed)), "{stale:?}");
-    let read = store.number(&app.id, &n.phone_number_id).await.unwrap().unwrap();
+    let read = store
+        .number(&app.id, &n.phone_number_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((read.version, read.health.status), (2, HealthStatus::Down));
 
     let t1 = t0 + Duration::seconds(5);
     n.health.status = HealthStatus::Healthy;
     n.version = 3;
     n.updated_at = t1;
-    store.save_number(&n, 2, Some(&event(HealthStatus::Down, HealthStatus::Healthy, t1))).await.unwrap();
-    let history = store.history(&app.id, &n.phone_number_id, 10).await.unwrap();
+    store
+        .save_number(
+            &n,
+            2,
+            Some(&event(HealthStatus::Down, HealthStatus::Healthy, t1)),
+        )
+        .await
+        .unwrap();
+    let history = store
+        .history(&app.id, &n.phone_number_id, 10)
+        .await
+        .unwrap();
     let seen: Vec<_> = history.iter().map(|e| (e.from, e.to)).collect();
-    assert_eq!(seen, [(HealthStatus::Down, HealthStatus::Healthy), (HealthStatus::Pending, HealthStatus::Down)]);
-    assert_eq!(store.history(&app.id, &n.phone_number_id, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        seen,
+        [
+            (HealthStatus::Down, HealthStatus::Healthy),
+            (HealthStatus::Pending, HealthStatus::Down)
+        ]
+    );
+    assert_eq!(
+        store
+            .history(&app.id, &n.phone_number_id, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 pub async fn removal_releases_the_number_for_signup_elsewhere(store: Arc<dyn Store>) {
@@ -601,7 +644,13 @@ pub async fn removal_releases_the_number_for_signup_elsewhere(store: Arc<dyn Sto
     let other = signed_up(&*store, &a.id, "1000000000002").await;
     let mut live = store.live_numbers_in_waba(&n.waba_id).await.unwrap();
     live.sort();
-    assert_eq!(live, vec![(a.id.clone(), n.phone_number_id.clone()), (a.id.clone(), other.phone_number_id.clone())]);
+    assert_eq!(
+        live,
+        vec![
+            (a.id.clone(), n.phone_number_id.clone()),
+            (a.id.clone(), other.phone_number_id.clone())
+        ]
+    );
 
     let now = SystemClock.now();
     let mut removed = n.clone();
@@ -609,17 +658,47 @@ pub async fn removal_releases_the_number_for_signup_elsewhere(store: Arc<dyn Sto
     removed.sealed_token = None;
     removed.version = 2;
     removed.updated_at = now;
-    let stale = store.remove_number(&removed, 7, &event(HealthStatus::Pending, HealthStatus::Removed, now)).await;
+    let stale = store
+        .remove_number(
+            &removed,
+            7,
+            &event(HealthStatus::Pending, HealthStatus::Removed, now),
+        )
+        .await;
     assert!(matches!(stale, Err(WriteError::Changed)));
-    assert_eq!(store.number_owner(&n.phone_number_id).await.unwrap(), Some(a.id.clone()), "nothing released");
-    store.remove_number(&removed, 1, &event(HealthStatus::Pending, HealthStatus::Removed, now)).await.unwrap();
+    assert_eq!(
+        store.number_owner(&n.phone_number_id).await.unwrap(),
+        Some(a.id.clone()),
+        "nothing released"
+    );
+    store
+        .remove_number(
+            &removed,
+            1,
+            &event(HealthStatus::Pending, HealthStatus::Removed, now),
+        )
+        .await
+        .unwrap();
     assert_eq!(store.number_owner(&n.phone_number_id).await.unwrap(), None);
-    assert_eq!(store.live_numbers_in_waba(&n.waba_id).await.unwrap(), vec![(a.id.clone(), other.phone_number_id.clone())]);
-    let read = store.number(&a.id, &n.phone_number_id).await.unwrap().unwrap();
-    assert_eq!((read.health.status, read.sealed_token), (HealthStatus::Removed, None));
+    assert_eq!(
+        store.live_numbers_in_waba(&n.waba_id).await.unwrap(),
+        vec![(a.id.clone(), other.phone_number_id.clone())]
+    );
+    let read = store
+        .number(&a.id, &n.phone_number_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (read.health.status, read.sealed_token),
+        (HealthStatus::Removed, None)
+    );
 
     signed_up(&*store, &b.id, "1000000000001").await;
-    assert_eq!(store.number_owner(&n.phone_number_id).await.unwrap(), Some(b.id));
+    assert_eq!(
+        store.number_owner(&n.phone_number_id).await.unwrap(),
+        Some(b.id)
+    );
 }
 
 pub async fn numbers_page_in_order_each_exactly_once(store: Arc<dyn Store>) {
@@ -639,7 +718,10 @@ pub async fn numbers_page_in_order_each_exactly_once(store: Arc<dyn Store>) {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = store.list_numbers(&app.id, None, 5, after.as_ref()).await.unwrap();
+        let page = store
+            .list_numbers(&app.id, None, 5, after.as_ref())
+            .await
+            .unwrap();
         assert!(page.numbers.len() <= 5);
         seen.extend(page.numbers.iter().map(|n| n.phone_number_id.clone()));
         match page.next_after {
@@ -647,13 +729,35 @@ pub async fn numbers_page_in_order_each_exactly_once(store: Arc<dyn Store>) {
             None => break,
         }
     }
-    assert_eq!(seen, all, "every number once, in id order, none of the other App's");
-    let healthy = store.list_numbers(&app.id, Some(HealthStatus::Healthy), 100, None).await.unwrap();
+    assert_eq!(
+        seen, all,
+        "every number once, in id order, none of the other App's"
+    );
+    let healthy = store
+        .list_numbers(&app.id, Some(HealthStatus::Healthy), 100, None)
+        .await
+        .unwrap();
     assert_eq!(healthy.numbers.len(), 8);
-    assert!(healthy.numbers.iter().all(|n| n.health.status == HealthStatus::Healthy));
+    assert!(
+        healthy
+            .numbers
+            .iter()
+            .all(|n| n.health.status == HealthStatus::Healthy)
+    );
     assert_eq!(healthy.next_after, None);
-    let first = store.list_numbers(&app.id, Some(HealthStatus::Healthy), 3, None).await.unwrap();
-    let rest = store.list_numbers(&app.id, Some(HealthStatus::Healthy), 10, first.next_after.as_ref()).await.unwrap();
+    let first = store
+        .list_numbers(&app.id, Some(HealthStatus::Healthy), 3, None)
+        .await
+        .unwrap();
+    let rest = store
+        .list_numbers(
+            &app.id,
+            Some(HealthStatus::Healthy),
+            10,
+            first.next_after.as_ref(),
+        )
+        .await
+        .unwrap();
     assert_eq!(first.numbers.len() + rest.numbers.len(), 8);
 }
 
@@ -673,7 +777,10 @@ pub async fn due_numbers_come_stalest_first(store: Arc<dyn Store>) {
     expected.sort();
     let due = store.due_numbers(now, 10).await.unwrap();
     let ids: Vec<_> = due.iter().map(|d| d.phone_number_id.clone()).collect();
-    assert_eq!(ids, expected.iter().map(|e| e.1.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        expected.iter().map(|e| e.1.clone()).collect::<Vec<_>>()
+    );
     assert!(due.iter().all(|d| d.app_id == app.id));
     assert_eq!(store.due_numbers(now, 2).await.unwrap().len(), 2);
 }

@@ -24,7 +24,10 @@ async fn number(t: &TestApp, s: &SignupResult) -> Number {
 }
 
 async fn business_token(t: &TestApp, s: &SignupResult) -> AccessToken {
-    open_token(&t.envelope, &number(t, s).await).await.unwrap().unwrap()
+    open_token(&t.envelope, &number(t, s).await)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 async fn fresh_signup_reaches_healthy(backend: Backend) {
@@ -46,13 +49,24 @@ async fn fresh_signup_reaches_healthy(backend: Backend) {
     let made = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
     assert_eq!(made("POST subscribed_apps"), 1);
     assert_eq!(made("POST register"), 1);
-    assert_eq!(made("GET number"), 2, "profile before registering, and in the first check");
+    assert_eq!(
+        made("GET number"),
+        2,
+        "profile before registering, and in the first check"
+    );
     assert_eq!(made("GET health_status"), 1);
     assert_eq!(made("GET debug_token"), 1);
     assert_eq!(made("GET subscribed_apps"), 1);
-    let history = t.store.history(&t.app.id, &n.phone_number_id, 10).await.unwrap();
+    let history = t
+        .store
+        .history(&t.app.id, &n.phone_number_id, 10)
+        .await
+        .unwrap();
     assert_eq!(history.len(), 1);
-    assert_eq!((history[0].from, history[0].to), (HealthStatus::Pending, HealthStatus::Healthy));
+    assert_eq!(
+        (history[0].from, history[0].to),
+        (HealthStatus::Pending, HealthStatus::Healthy)
+    );
 }
 
 #[tokio::test]
@@ -69,7 +83,10 @@ async fn same_job_twice(backend: Backend) {
     let t = TestApp::spawn(backend).await;
     let s = signed_up(&t).await;
     let n = number(&t, &s).await;
-    let job = Job::Setup { app_id: t.app.id.clone(), phone_number_id: n.phone_number_id.clone() };
+    let job = Job::Setup {
+        app_id: t.app.id.clone(),
+        phone_number_id: n.phone_number_id.clone(),
+    };
     t.backend.queue.enqueue(&job).await.unwrap();
     // Both copies are delivered (on SQS in one batch, concurrently: the second waits
     // for the first's lease and is delivered again).
@@ -97,11 +114,25 @@ async fn a_transient_failure_on_subscribe_is_retried_then_succeeds() {
     let t = TestApp::spawn(Backend::aws().await).await;
     let s = signed_up(&t).await;
     // More 5xx than the client's own retries: the first delivery fails.
-    t.sandbox.add_fault(Fault { path: "subscribed_apps".into(), method: Some("POST".into()), kind: FaultKind::ServerError, remaining: 3, code: None, regain_minutes: None });
+    t.sandbox.add_fault(Fault {
+        path: "subscribed_apps".into(),
+        method: Some("POST".into()),
+        kind: FaultKind::ServerError,
+        remaining: 3,
+        code: None,
+        regain_minutes: None,
+    });
     assert_eq!(t.run_jobs_once().await, 1);
     let n = number(&t, &s).await;
     assert_eq!(n.health.status, HealthStatus::Pending);
-    assert!(n.setup.last_error.as_deref().is_some_and(|e| e.starts_with("subscribe webhooks")), "{:?}", n.setup);
+    assert!(
+        n.setup
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("subscribe webhooks")),
+        "{:?}",
+        n.setup
+    );
     t.run_jobs().await;
     let n = number(&t, &s).await;
     assert_eq!(n.health.status, HealthStatus::Healthy);
@@ -114,12 +145,35 @@ async fn a_revoked_token_during_setup_ends_down() {
     let t = TestApp::spawn(Backend::embedded()).await;
     let s = signed_up(&t).await;
     t.sandbox.revoke(&s.phone_number_id);
-    assert_eq!(t.run_jobs().await, 1, "one delivery: down is final, not retried");
+    assert_eq!(
+        t.run_jobs().await,
+        1,
+        "one delivery: down is final, not retried"
+    );
     let n = number(&t, &s).await;
-    assert_eq!((n.health.status, n.health.reason), (HealthStatus::Down, Some(HealthReason::TokenInvalid)));
-    let history = t.store.history(&t.app.id, &n.phone_number_id, 10).await.unwrap();
-    assert_eq!((history[0].from, history[0].to), (HealthStatus::Pending, HealthStatus::Down));
-    assert_eq!(t.backend.embedded.as_ref().unwrap().dead_jobs().await.unwrap(), vec![]);
+    assert_eq!(
+        (n.health.status, n.health.reason),
+        (HealthStatus::Down, Some(HealthReason::TokenInvalid))
+    );
+    let history = t
+        .store
+        .history(&t.app.id, &n.phone_number_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (history[0].from, history[0].to),
+        (HealthStatus::Pending, HealthStatus::Down)
+    );
+    assert_eq!(
+        t.backend
+            .embedded
+            .as_ref()
+            .unwrap()
+            .dead_jobs()
+            .await
+            .unwrap(),
+        vec![]
+    );
 }
 
 #[tokio::test]
@@ -132,14 +186,35 @@ async fn an_exhausted_registration_budget_defers_rather_than_fails() {
     for _ in 0..10 {
         t.graph.register(&token, &phone, "000000").await.unwrap();
     }
-    t.sandbox.update_number(&s.phone_number_id, &NumberUpdate { status: Some("PENDING".into()), platform_type: Some("NOT_APPLICABLE".into()), ..NumberUpdate::default() });
+    t.sandbox.update_number(
+        &s.phone_number_id,
+        &NumberUpdate {
+            status: Some("PENDING".into()),
+            platform_type: Some("NOT_APPLICABLE".into()),
+            ..NumberUpdate::default()
+        },
+    );
     assert_eq!(t.run_jobs().await, 1);
     let n = number(&t, &s).await;
     assert_eq!(n.health.status, HealthStatus::Pending);
     assert_eq!(n.health.reason, Some(HealthReason::RegistrationDeferred));
-    assert!(n.setup.retry_after.is_some_and(|r| r > pipes_core::Clock::now(&t.clock)));
+    assert!(
+        n.setup
+            .retry_after
+            .is_some_and(|r| r > pipes_core::Clock::now(&t.clock))
+    );
     assert!(!n.setup.registered);
-    assert_eq!(t.backend.embedded.as_ref().unwrap().dead_jobs().await.unwrap(), vec![], "deferred, not failed");
+    assert_eq!(
+        t.backend
+            .embedded
+            .as_ref()
+            .unwrap()
+            .dead_jobs()
+            .await
+            .unwrap(),
+        vec![],
+        "deferred, not failed"
+    );
 
     // Our own record of attempts also keeps us inside the budget without calling Meta.
     let mut spent = n.clone();
@@ -148,7 +223,14 @@ async fn an_exhausted_registration_budget_defers_rather_than_fails() {
     spent.version = n.version + 1;
     t.store.save_number(&spent, n.version, None).await.unwrap();
     let calls = t.sandbox.calls("POST register");
-    t.backend.queue.enqueue(&Job::Setup { app_id: t.app.id.clone(), phone_number_id: phone.clone() }).await.unwrap();
+    t.backend
+        .queue
+        .enqueue(&Job::Setup {
+            app_id: t.app.id.clone(),
+            phone_number_id: phone.clone(),
+        })
+        .await
+        .unwrap();
     t.run_jobs().await;
     assert_eq!(t.sandbox.calls("POST register"), calls);
     let n = number(&t, &s).await;
@@ -161,10 +243,19 @@ async fn an_exhausted_registration_budget_defers_rather_than_fails() {
 async fn a_display_name_in_review_waits() {
     let t = TestApp::spawn(Backend::embedded()).await;
     let s = signed_up(&t).await;
-    t.sandbox.update_number(&s.phone_number_id, &NumberUpdate { name_status: Some("PENDING_REVIEW".into()), ..NumberUpdate::default() });
+    t.sandbox.update_number(
+        &s.phone_number_id,
+        &NumberUpdate {
+            name_status: Some("PENDING_REVIEW".into()),
+            ..NumberUpdate::default()
+        },
+    );
     t.run_jobs().await;
     let n = number(&t, &s).await;
-    assert_eq!((n.health.status, n.health.reason), (HealthStatus::Pending, Some(HealthReason::NamePendingReview)));
+    assert_eq!(
+        (n.health.status, n.health.reason),
+        (HealthStatus::Pending, Some(HealthReason::NamePendingReview))
+    );
     assert_eq!(t.sandbox.calls("POST register"), 0);
 }
 
@@ -174,7 +265,13 @@ async fn a_malformed_message_fails_alone_in_its_batch() {
     let a = signed_up(&t).await;
     let sqs = t.backend.sqs.as_ref().unwrap();
     let client = aws_sdk_sqs::Client::new(&pipes_tests::emulator().await);
-    client.send_message().queue_url(sqs.queue_url()).message_body("{not json").send().await.unwrap();
+    client
+        .send_message()
+        .queue_url(sqs.queue_url())
+        .message_body("{not json")
+        .send()
+        .await
+        .unwrap();
     let b = signed_up(&t).await;
     let out = client
         .receive_message()
@@ -186,9 +283,21 @@ async fn a_malformed_message_fails_alone_in_its_batch() {
         .unwrap();
     let msgs = out.messages.unwrap();
     assert_eq!(msgs.len(), 3);
-    let malformed = msgs.iter().find(|m| m.body() == Some("{not json")).unwrap().message_id().unwrap().to_owned();
-    let response = pipes_adapters::sqs_worker::handle_batch(t.worker_deps(), pipes_tests::sqs_event(&msgs), 5).await;
-    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    let malformed = msgs
+        .iter()
+        .find(|m| m.body() == Some("{not json"))
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_owned();
+    let response =
+        pipes_adapters::sqs_worker::handle_batch(t.worker_deps(), pipes_tests::sqs_event(&msgs), 5)
+            .await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
     assert_eq!(failed, vec![malformed]);
     assert_eq!(number(&t, &a).await.health.status, HealthStatus::Healthy);
     assert_eq!(number(&t, &b).await.health.status, HealthStatus::Healthy);
@@ -198,7 +307,14 @@ async fn a_malformed_message_fails_alone_in_its_batch() {
 async fn after_the_last_delivery_the_number_shows_the_setup_error() {
     let t = TestApp::spawn(Backend::embedded()).await;
     let s = signed_up(&t).await;
-    t.sandbox.add_fault(Fault { path: "subscribed_apps".into(), method: Some("POST".into()), kind: FaultKind::ServerError, remaining: 1000, code: None, regain_minutes: None });
+    t.sandbox.add_fault(Fault {
+        path: "subscribed_apps".into(),
+        method: Some("POST".into()),
+        kind: FaultKind::ServerError,
+        remaining: 1000,
+        code: None,
+        regain_minutes: None,
+    });
     let store = t.backend.embedded.as_ref().unwrap();
     for _ in 0..pipes_adapters::local_worker::MAX_ATTEMPTS {
         assert_eq!(t.run_jobs_once().await, 1);
@@ -207,7 +323,10 @@ async fn after_the_last_delivery_the_number_shows_the_setup_error() {
     assert_eq!(t.run_jobs_once().await, 0, "dead after the last delivery");
     assert_eq!(store.dead_jobs().await.unwrap().len(), 1);
     let n = number(&t, &s).await;
-    assert_eq!((n.health.status, n.health.reason), (HealthStatus::Pending, Some(HealthReason::SetupFailed)));
+    assert_eq!(
+        (n.health.status, n.health.reason),
+        (HealthStatus::Pending, Some(HealthReason::SetupFailed))
+    );
     assert!(n.setup.last_error.unwrap().contains("subscribe webhooks"));
 }
 
@@ -216,8 +335,18 @@ async fn sqs_moves_a_message_to_the_dead_letter_queue_after_max_receives() {
     let t = TestApp::spawn(Backend::aws().await).await;
     let conf = pipes_tests::emulator().await;
     let client = aws_sdk_sqs::Client::new(&conf);
-    let name = format!("pipes-test-dlq-{}", pipes_core::random::base62(8).to_lowercase());
-    let dlq = client.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
+    let name = format!(
+        "pipes-test-dlq-{}",
+        pipes_core::random::base62(8).to_lowercase()
+    );
+    let dlq = client
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
     let dlq_arn = client
         .get_queue_attributes()
         .queue_url(&dlq)
@@ -243,9 +372,22 @@ async fn sqs_moves_a_message_to_the_dead_letter_queue_after_max_receives() {
     let s = t.sandbox.signup(SignupRequest::default()).unwrap();
     let (token, _) = t.signup_token().await;
     assert_eq!(t.finish(&token, &s).await.status, 200);
-    t.sandbox.add_fault(Fault { path: "subscribed_apps".into(), method: Some("POST".into()), kind: FaultKind::ServerError, remaining: 1000, code: None, regain_minutes: None });
-    let job = Job::Setup { app_id: t.app.id.clone(), phone_number_id: PhoneNumberId::parse(&s.phone_number_id).unwrap() };
-    pipes_adapters::sqs::SqsQueue::new(client.clone(), main.clone()).enqueue(&job).await.unwrap();
+    t.sandbox.add_fault(Fault {
+        path: "subscribed_apps".into(),
+        method: Some("POST".into()),
+        kind: FaultKind::ServerError,
+        remaining: 1000,
+        code: None,
+        regain_minutes: None,
+    });
+    let job = Job::Setup {
+        app_id: t.app.id.clone(),
+        phone_number_id: PhoneNumberId::parse(&s.phone_number_id).unwrap(),
+    };
+    pipes_adapters::sqs::SqsQueue::new(client.clone(), main.clone())
+        .enqueue(&job)
+        .await
+        .unwrap();
     for round in 1..=3 {
         let msgs = client
             .receive_message()
@@ -258,15 +400,34 @@ async fn sqs_moves_a_message_to_the_dead_letter_queue_after_max_receives() {
             .messages
             .unwrap_or_default();
         if round == 3 {
-            assert!(msgs.is_empty(), "moved to the dead-letter queue after 2 receives");
+            assert!(
+                msgs.is_empty(),
+                "moved to the dead-letter queue after 2 receives"
+            );
             break;
         }
-        let response = pipes_adapters::sqs_worker::handle_batch(t.worker_deps(), pipes_tests::sqs_event(&msgs), 2).await;
+        let response = pipes_adapters::sqs_worker::handle_batch(
+            t.worker_deps(),
+            pipes_tests::sqs_event(&msgs),
+            2,
+        )
+        .await;
         assert_eq!(response.batch_item_failures.len(), 1);
     }
-    let dead = client.receive_message().queue_url(&dlq).send().await.unwrap().messages.unwrap_or_default();
+    let dead = client
+        .receive_message()
+        .queue_url(&dlq)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
     assert_eq!(dead.len(), 1);
     let n = number(&t, &s).await;
-    assert_eq!(n.health.reason, Some(HealthReason::SetupFailed), "the final receive recorded the failure");
+    assert_eq!(
+        n.health.reason,
+        Some(HealthReason::SetupFailed),
+        "the final receive recorded the failure"
+    );
     assert!(n.setup.last_error.is_some());
 }

@@ -19,7 +19,9 @@ use crate::clock::Clock;
 use crate::crypto::{Envelope, SecretBinding, SecretPurpose};
 use crate::ids::AppId;
 use crate::meta::{AccessToken, CanSend, GraphError, GraphErrorKind, MessagingHealth, MetaGraph};
-use crate::number::{Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId, Profile};
+use crate::number::{
+    Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId, Profile,
+};
 use crate::ports::{Store, StoreError, WriteError};
 
 /// When numbers are checked and what counts as what.
@@ -126,7 +128,10 @@ enum Verdict {
         message: String,
     },
     /// No decision: Meta failed transiently (or throttled) this time.
-    Inconclusive { message: String, throttled_until: Option<DateTime<Utc>> },
+    Inconclusive {
+        message: String,
+        throttled_until: Option<DateTime<Utc>>,
+    },
 }
 
 fn decided(status: HealthStatus, reason: HealthReason, message: impl Into<String>) -> Verdict {
@@ -138,7 +143,10 @@ fn decided(status: HealthStatus, reason: HealthReason, message: impl Into<String
 }
 
 /// Opens the number's business token.
-pub async fn open_token(envelope: &Envelope, number: &Number) -> Result<Option<AccessToken>, crate::crypto::CryptoError> {
+pub async fn open_token(
+    envelope: &Envelope,
+    number: &Number,
+) -> Result<Option<AccessToken>, crate::crypto::CryptoError> {
     let Some(sealed) = &number.sealed_token else {
         return Ok(None);
     };
@@ -148,7 +156,9 @@ pub async fn open_token(envelope: &Envelope, number: &Number) -> Result<Option<A
         phone_number_id: &number.phone_number_id,
     };
     let token = envelope.open_string(binding, sealed).await?;
-    Ok(Some(AccessToken::new(secrecy::ExposeSecret::expose_secret(&token).to_owned())))
+    Ok(Some(AccessToken::new(
+        secrecy::ExposeSecret::expose_secret(&token).to_owned(),
+    )))
 }
 
 /// Asks Meta about the number (four calls, concurrently) and concludes.
@@ -179,29 +189,75 @@ async fn evaluate(
     .collect();
 
     // Down: evidence that the number cannot send, whatever else failed.
-    if errors.iter().any(|e| e.kind == GraphErrorKind::TokenInvalid)
+    if errors
+        .iter()
+        .any(|e| e.kind == GraphErrorKind::TokenInvalid)
         || facts.as_ref().is_ok_and(|f| !f.is_valid)
     {
-        return (decided(HealthStatus::Down, HealthReason::TokenInvalid, "Meta reports the business token is invalid, expired or revoked; the owner must connect the number again"), profile_read);
+        return (
+            decided(
+                HealthStatus::Down,
+                HealthReason::TokenInvalid,
+                "Meta reports the business token is invalid, expired or revoked; the owner must connect the number again",
+            ),
+            profile_read,
+        );
     }
     if errors.iter().any(|e| e.kind == GraphErrorKind::Permission) {
-        return (decided(HealthStatus::Down, HealthReason::TokenInvalid, "the business token no longer has permission on this number; the owner must connect it again"), profile_read);
+        return (
+            decided(
+                HealthStatus::Down,
+                HealthReason::TokenInvalid,
+                "the business token no longer has permission on this number; the owner must connect it again",
+            ),
+            profile_read,
+        );
     }
     if errors.iter().any(|e| e.kind == GraphErrorKind::NotFound) {
-        return (decided(HealthStatus::Down, HealthReason::NumberNotFound, "Meta no longer knows this number or its WhatsApp Business Account"), profile_read);
+        return (
+            decided(
+                HealthStatus::Down,
+                HealthReason::NumberNotFound,
+                "Meta no longer knows this number or its WhatsApp Business Account",
+            ),
+            profile_read,
+        );
     }
-    if let Ok(MessagingHealth { can_send: CanSend::Blocked, details }) = &health {
-        return (decided(HealthStatus::Down, HealthReason::MetaBlocked, with_details("Meta blocks sending from this number", details)), profile_read);
+    if let Ok(MessagingHealth {
+        can_send: CanSend::Blocked,
+        details,
+    }) = &health
+    {
+        return (
+            decided(
+                HealthStatus::Down,
+                HealthReason::MetaBlocked,
+                with_details("Meta blocks sending from this number", details),
+            ),
+            profile_read,
+        );
     }
     if errors.iter().any(|e| e.kind == GraphErrorKind::Policy) {
-        return (decided(HealthStatus::Down, HealthReason::MetaBlocked, "Meta blocks this number for a policy reason"), profile_read);
+        return (
+            decided(
+                HealthStatus::Down,
+                HealthReason::MetaBlocked,
+                "Meta blocks this number for a policy reason",
+            ),
+            profile_read,
+        );
     }
     // Inconclusive: transient failures, throttling, or answers we could not use.
     if let Some(e) = errors.first() {
         let throttled_until = errors
             .iter()
             .filter(|e| e.kind == GraphErrorKind::Throttled)
-            .map(|e| now + e.retry_after.and_then(|d| Duration::from_std(d).ok()).unwrap_or(Duration::minutes(5)))
+            .map(|e| {
+                now + e
+                    .retry_after
+                    .and_then(|d| Duration::from_std(d).ok())
+                    .unwrap_or(Duration::minutes(5))
+            })
             .max();
         return (
             Verdict::Inconclusive {
@@ -212,7 +268,13 @@ async fn evaluate(
         );
     }
     let (Ok(facts), Ok(health), Ok(profile), Ok(subs)) = (facts, health, profile, subs) else {
-        return (Verdict::Inconclusive { message: "health check failed".into(), throttled_until: None }, profile_read);
+        return (
+            Verdict::Inconclusive {
+                message: "health check failed".into(),
+                throttled_until: None,
+            },
+            profile_read,
+        );
     };
 
     let fresh = number
@@ -220,16 +282,46 @@ async fn evaluate(
         .completed_at
         .is_none_or(|done| now - done < policy.grace);
     if health.can_send == CanSend::Limited {
-        return (decided(HealthStatus::Degraded, HealthReason::MetaLimited, with_details("Meta limits sending from this number", &health.details)), Some(profile));
+        return (
+            decided(
+                HealthStatus::Degraded,
+                HealthReason::MetaLimited,
+                with_details("Meta limits sending from this number", &health.details),
+            ),
+            Some(profile),
+        );
     }
-    if let Some(expires) = facts.expires_at.filter(|e| *e - now < policy.expiring_within) {
-        return (decided(HealthStatus::Degraded, HealthReason::TokenExpiring, format!("the business token expires at {}; the owner should connect the number again", expires.to_rfc3339())), Some(profile));
+    if let Some(expires) = facts
+        .expires_at
+        .filter(|e| *e - now < policy.expiring_within)
+    {
+        return (
+            decided(
+                HealthStatus::Degraded,
+                HealthReason::TokenExpiring,
+                format!(
+                    "the business token expires at {}; the owner should connect the number again",
+                    expires.to_rfc3339()
+                ),
+            ),
+            Some(profile),
+        );
     }
     if !subs.iter().any(|a| a == graph.app_id()) {
         // Re-subscribe once; only a failed repair degrades the number.
         if let Err(e) = graph.subscribe_app(token, &number.waba_id).await {
             if !fresh {
-                return (decided(HealthStatus::Degraded, HealthReason::WebhookUnsubscribed, format!("the webhook subscription is missing and could not be restored: {}", e.message)), Some(profile));
+                return (
+                    decided(
+                        HealthStatus::Degraded,
+                        HealthReason::WebhookUnsubscribed,
+                        format!(
+                            "the webhook subscription is missing and could not be restored: {}",
+                            e.message
+                        ),
+                    ),
+                    Some(profile),
+                );
             }
         } else {
             info!(phone_number_id = %number.phone_number_id, waba_id = %number.waba_id, "webhook subscription restored");
@@ -237,7 +329,14 @@ async fn evaluate(
     }
     if profile.status.as_deref() != Some("CONNECTED") && !fresh {
         let status = profile.status.clone().unwrap_or_else(|| "unknown".into());
-        return (decided(HealthStatus::Degraded, HealthReason::NotConnected, format!("the number's status on Meta is {status}, not CONNECTED")), Some(profile));
+        return (
+            decided(
+                HealthStatus::Degraded,
+                HealthReason::NotConnected,
+                format!("the number's status on Meta is {status}, not CONNECTED"),
+            ),
+            Some(profile),
+        );
     }
     (
         Verdict::Decided {
@@ -268,7 +367,11 @@ fn apply(
     // A number whose setup has not finished stays pending unless it is down.
     let setup_done = number.setup.completed_at.is_some();
     let (status, reason, message, failures) = match verdict {
-        Verdict::Decided { status, reason, message } => {
+        Verdict::Decided {
+            status,
+            reason,
+            message,
+        } => {
             if !setup_done && *status != HealthStatus::Down {
                 (HealthStatus::Pending, old.reason, old.message.clone(), 0)
             } else {
@@ -278,14 +381,23 @@ fn apply(
         Verdict::Inconclusive { message, .. } => {
             let failures = old.consecutive_failures + 1;
             if failures >= policy.failures_to_degrade && old.status == HealthStatus::Healthy {
-                (HealthStatus::Degraded, Some(HealthReason::CheckFailing), Some(format!("{failures} health checks in a row failed; last: {message}")), failures)
+                (
+                    HealthStatus::Degraded,
+                    Some(HealthReason::CheckFailing),
+                    Some(format!(
+                        "{failures} health checks in a row failed; last: {message}"
+                    )),
+                    failures,
+                )
             } else {
                 (old.status, old.reason, old.message.clone(), failures)
             }
         }
     };
     let next = match verdict {
-        Verdict::Inconclusive { throttled_until, .. } => {
+        Verdict::Inconclusive {
+            throttled_until, ..
+        } => {
             let retry = now + policy.failing_every;
             Some(throttled_until.map_or(retry, |t| t.max(retry)))
         }
@@ -316,17 +428,31 @@ pub async fn check_health(
     app: &AppId,
     phone: &PhoneNumberId,
 ) -> Result<CheckOutcome, CheckError> {
-    let number = deps.store.number(app, phone).await?.ok_or(CheckError::NotFound)?;
+    let number = deps
+        .store
+        .number(app, phone)
+        .await?
+        .ok_or(CheckError::NotFound)?;
     check_number(deps, number).await
 }
 
 /// Checks a number already read (the version read is the one the write depends on).
 pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOutcome, CheckError> {
     if !number.is_live() {
-        return Ok(CheckOutcome { number, changed: None, throttled_until: None, written: false });
+        return Ok(CheckOutcome {
+            number,
+            changed: None,
+            throttled_until: None,
+            written: false,
+        });
     }
     let Some(token) = open_token(deps.envelope, &number).await? else {
-        return Ok(CheckOutcome { number, changed: None, throttled_until: None, written: false });
+        return Ok(CheckOutcome {
+            number,
+            changed: None,
+            throttled_until: None,
+            written: false,
+        });
     };
     let now = deps.clock.now();
     let (verdict, profile) = evaluate(deps.graph, deps.policy, &number, &token, now).await;
@@ -339,15 +465,26 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
     updated.version = number.version + 1;
     updated.updated_at = now;
     let throttled_until = match &verdict {
-        Verdict::Inconclusive { throttled_until, .. } => *throttled_until,
+        Verdict::Inconclusive {
+            throttled_until, ..
+        } => *throttled_until,
         Verdict::Decided { .. } => None,
     };
-    match deps.store.save_number(&updated, number.version, changed.as_ref()).await {
+    match deps
+        .store
+        .save_number(&updated, number.version, changed.as_ref())
+        .await
+    {
         Ok(()) => {
             if let Some(e) = &changed {
                 info!(phone_number_id = %updated.phone_number_id, app_id = %updated.app_id, from = e.from.as_str(), to = e.to.as_str(), reason = ?e.reason.map(HealthReason::as_str), "health changed");
             }
-            Ok(CheckOutcome { number: updated, changed, throttled_until, written: true })
+            Ok(CheckOutcome {
+                number: updated,
+                changed,
+                throttled_until,
+                written: true,
+            })
         }
         Err(WriteError::Changed) => {
             // A newer write won; this (slower) result is dropped.
@@ -356,7 +493,12 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
                 .number(&number.app_id, &number.phone_number_id)
                 .await?
                 .ok_or(CheckError::NotFound)?;
-            Ok(CheckOutcome { number: current, changed: None, throttled_until, written: false })
+            Ok(CheckOutcome {
+                number: current,
+                changed: None,
+                throttled_until,
+                written: false,
+            })
         }
         Err(WriteError::Store(e)) => Err(e.into()),
     }
@@ -393,7 +535,9 @@ pub async fn set_health(
     };
     updated.version = number.version + 1;
     updated.updated_at = now;
-    store.save_number(&updated, number.version, changed.as_ref()).await?;
+    store
+        .save_number(&updated, number.version, changed.as_ref())
+        .await?;
     Ok(updated)
 }
 
@@ -405,13 +549,21 @@ mod tests {
     fn healthy_numbers_spread_their_next_check() {
         let p = HealthPolicy::default();
         let now = Utc::now();
-        let nexts: Vec<_> = (0..50).map(|_| p.next_check(HealthStatus::Healthy, now).unwrap()).collect();
+        let nexts: Vec<_> = (0..50)
+            .map(|_| p.next_check(HealthStatus::Healthy, now).unwrap())
+            .collect();
         for n in &nexts {
             let d = *n - now;
-            assert!(d >= Duration::minutes(54) && d <= Duration::minutes(66), "{d}");
+            assert!(
+                d >= Duration::minutes(54) && d <= Duration::minutes(66),
+                "{d}"
+            );
         }
         assert!(nexts.iter().any(|n| *n != nexts[0]), "jittered");
-        assert_eq!(p.next_check(HealthStatus::Down, now), Some(now + Duration::hours(6)));
+        assert_eq!(
+            p.next_check(HealthStatus::Down, now),
+            Some(now + Duration::hours(6))
+        );
         assert_eq!(p.next_check(HealthStatus::Removed, now), None);
     }
 }

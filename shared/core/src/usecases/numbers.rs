@@ -19,7 +19,10 @@ pub const MAX_LIMIT: usize = 100;
 #[derive(Debug, thiserror::Error)]
 pub enum NumbersError {
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("number not found")]
     NotFound,
     #[error("the number was removed")]
@@ -31,7 +34,10 @@ pub enum NumbersError {
 }
 
 fn invalid(field: &'static str, message: &str) -> NumbersError {
-    NumbersError::Invalid { field, message: message.to_owned() }
+    NumbersError::Invalid {
+        field,
+        message: message.to_owned(),
+    }
 }
 
 /// A list request as received.
@@ -53,11 +59,22 @@ fn decode_cursor(cursor: &str) -> Option<PhoneNumberId> {
     PhoneNumberId::parse(text.strip_prefix("n1:")?)
 }
 
-pub async fn list_numbers(store: &dyn Store, app: &App, req: ListRequest) -> Result<NumberPage, NumbersError> {
+pub async fn list_numbers(
+    store: &dyn Store,
+    app: &App,
+    req: ListRequest,
+) -> Result<NumberPage, NumbersError> {
     let status = req
         .status
         .filter(|s| !s.is_empty())
-        .map(|s| HealthStatus::parse(&s).ok_or_else(|| invalid("status", "must be pending, healthy, degraded, down or removed")))
+        .map(|s| {
+            HealthStatus::parse(&s).ok_or_else(|| {
+                invalid(
+                    "status",
+                    "must be pending, healthy, degraded, down or removed",
+                )
+            })
+        })
         .transpose()?;
     let limit = match req.limit.filter(|l| !l.is_empty()) {
         None => DEFAULT_LIMIT,
@@ -70,23 +87,38 @@ pub async fn list_numbers(store: &dyn Store, app: &App, req: ListRequest) -> Res
     let after = req
         .cursor
         .filter(|c| !c.is_empty())
-        .map(|c| decode_cursor(&c).ok_or_else(|| invalid("cursor", "is not a cursor this API returned")))
+        .map(|c| {
+            decode_cursor(&c).ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))
+        })
         .transpose()?;
-    Ok(store.list_numbers(&app.id, status, limit, after.as_ref()).await?)
+    Ok(store
+        .list_numbers(&app.id, status, limit, after.as_ref())
+        .await?)
 }
 
 pub async fn get_number(store: &dyn Store, app: &App, phone: &str) -> Result<Number, NumbersError> {
     let phone = PhoneNumberId::parse(phone).ok_or(NumbersError::NotFound)?;
-    store.number(&app.id, &phone).await?.ok_or(NumbersError::NotFound)
+    store
+        .number(&app.id, &phone)
+        .await?
+        .ok_or(NumbersError::NotFound)
 }
 
-pub async fn number_history(store: &dyn Store, app: &App, phone: &str) -> Result<Vec<HealthEvent>, NumbersError> {
+pub async fn number_history(
+    store: &dyn Store,
+    app: &App,
+    phone: &str,
+) -> Result<Vec<HealthEvent>, NumbersError> {
     let number = get_number(store, app, phone).await?;
     Ok(store.history(&app.id, &number.phone_number_id, 500).await?)
 }
 
 /// `POST /v1/numbers/{id}/health-check`: a check now.
-pub async fn check_now(deps: CheckDeps<'_>, app: &App, phone: &str) -> Result<Number, NumbersError> {
+pub async fn check_now(
+    deps: CheckDeps<'_>,
+    app: &App,
+    phone: &str,
+) -> Result<Number, NumbersError> {
     let number = get_number(deps.store, app, phone).await?;
     if !number.is_live() {
         return Err(NumbersError::Removed);
@@ -125,7 +157,9 @@ pub async fn remove_number(
             .into_iter()
             .filter(|(_, p)| *p != number.phone_number_id)
             .count();
-        if others == 0 && let Some(sealed) = &number.sealed_token {
+        if others == 0
+            && let Some(sealed) = &number.sealed_token
+        {
             let job = Job::Teardown {
                 app_id: number.app_id.clone(),
                 waba_id: number.waba_id.clone(),

@@ -6,6 +6,7 @@
 //!    number registered already, or on the WhatsApp Business app; deferred, not failed,
 //!    while the display name is in review or Meta's 10-per-72-h budget is spent);
 //! 3. read the profile; 4. link the number to its App and run the first health check.
+//!
 //! Also Teardown (after a removal) and the job dispatcher both workers share.
 
 use chrono::{DateTime, Duration, Utc};
@@ -18,7 +19,9 @@ use crate::meta::{AccessToken, GraphError, GraphErrorKind, MetaGraph};
 use crate::number::{HealthReason, HealthStatus, Number, PhoneNumberId, WabaId};
 use crate::ports::{Store, StoreError, WriteError};
 use crate::queue::{Job, JobQueue};
-use crate::usecases::health::{CheckDeps, CheckError, HealthPolicy, check_number, open_token, set_health};
+use crate::usecases::health::{
+    CheckDeps, CheckError, HealthPolicy, check_number, open_token, set_health,
+};
 
 /// Meta's registration budget per number.
 pub const REGISTRATIONS_PER_WINDOW: usize = 10;
@@ -56,7 +59,10 @@ pub enum SetupOutcome {
     /// Setup finished; the first health check gave this status.
     Completed(HealthStatus),
     /// A step must wait until then (the number says why); the sweep re-drives it.
-    Deferred { until: DateTime<Utc>, reason: HealthReason },
+    Deferred {
+        until: DateTime<Utc>,
+        reason: HealthReason,
+    },
     /// The number is down; setup stops.
     Down(HealthReason),
     /// Nothing to do: removed, already set up, or unknown.
@@ -91,7 +97,11 @@ impl From<CheckError> for SetupError {
 }
 
 /// Stores a step's progress over the version read; returns the stored number.
-async fn save(store: &dyn Store, number: &Number, now: DateTime<Utc>) -> Result<Number, SetupError> {
+async fn save(
+    store: &dyn Store,
+    number: &Number,
+    now: DateTime<Utc>,
+) -> Result<Number, SetupError> {
     let mut next = number.clone();
     next.version = number.version + 1;
     next.updated_at = now;
@@ -111,13 +121,23 @@ fn pin_binding(n: &Number) -> SecretBinding<'_> {
 fn new_pin() -> String {
     let mut pin = String::with_capacity(6);
     while pin.len() < 6 {
-        pin.extend(crate::random::base62(32).chars().filter(char::is_ascii_digit).take(6 - pin.len()));
+        pin.extend(
+            crate::random::base62(32)
+                .chars()
+                .filter(char::is_ascii_digit)
+                .take(6 - pin.len()),
+        );
     }
     pin
 }
 
 /// Records why a step failed and decides: down (stop), or retry later.
-async fn failed(deps: WorkerDeps<'_>, n: &Number, step: &str, e: GraphError) -> Result<SetupOutcome, SetupError> {
+async fn failed(
+    deps: WorkerDeps<'_>,
+    n: &Number,
+    step: &str,
+    e: GraphError,
+) -> Result<SetupOutcome, SetupError> {
     let now = deps.clock.now();
     let (reason, message) = match e.kind {
         GraphErrorKind::TokenInvalid | GraphErrorKind::Permission => (
@@ -139,7 +159,16 @@ async fn failed(deps: WorkerDeps<'_>, n: &Number, step: &str, e: GraphError) -> 
     let mut stopped = n.clone();
     stopped.setup.lease_until = None;
     stopped.setup.last_error = Some(format!("{step}: {}", e.message));
-    set_health(deps.store, deps.policy, &stopped, HealthStatus::Down, reason, message, now).await?;
+    set_health(
+        deps.store,
+        deps.policy,
+        &stopped,
+        HealthStatus::Down,
+        reason,
+        message,
+        now,
+    )
+    .await?;
     warn!(phone_number_id = %n.phone_number_id, step, reason = reason.as_str(), "setup stopped: number down");
     Ok(SetupOutcome::Down(reason))
 }
@@ -163,20 +192,30 @@ async fn defer(
     Ok(SetupOutcome::Deferred { until, reason })
 }
 
-pub async fn run_setup(deps: WorkerDeps<'_>, app: &AppId, phone: &PhoneNumberId) -> Result<SetupOutcome, SetupError> {
+pub async fn run_setup(
+    deps: WorkerDeps<'_>,
+    app: &AppId,
+    phone: &PhoneNumberId,
+) -> Result<SetupOutcome, SetupError> {
     let Some(mut n) = deps.store.number(app, phone).await? else {
         return Ok(SetupOutcome::Skipped);
     };
-    if !n.is_live() || (n.setup.completed_at.is_some() && n.health.status != HealthStatus::Pending) {
+    if !n.is_live() || (n.setup.completed_at.is_some() && n.health.status != HealthStatus::Pending)
+    {
         return Ok(SetupOutcome::Skipped);
     }
     let now = deps.clock.now();
     if let Some(until) = n.setup.retry_after.filter(|u| *u > now) {
-        let reason = n.health.reason.unwrap_or(HealthReason::RegistrationDeferred);
+        let reason = n
+            .health
+            .reason
+            .unwrap_or(HealthReason::RegistrationDeferred);
         return Ok(SetupOutcome::Deferred { until, reason });
     }
     if n.setup.lease_until.is_some_and(|l| l > now) {
-        return Err(SetupError::Retry("another delivery is running this setup".into()));
+        return Err(SetupError::Retry(
+            "another delivery is running this setup".into(),
+        ));
     }
     let token = match open_token(deps.envelope, &n).await {
         Ok(Some(t)) => t,
@@ -225,7 +264,10 @@ async fn register(
         Err(e) => return failed(deps, &n, "read profile", e).await.map(Err),
     };
     n.profile = profile.clone();
-    let registered_already = profile.platform_type.as_deref().is_some_and(|p| p != "NOT_APPLICABLE");
+    let registered_already = profile
+        .platform_type
+        .as_deref()
+        .is_some_and(|p| p != "NOT_APPLICABLE");
     if registered_already {
         // Registered for Cloud API already, or a WhatsApp Business app (coexistence) number.
         n.setup.registered = true;
@@ -233,13 +275,38 @@ async fn register(
     }
     if profile.name_status.as_deref() == Some("PENDING_REVIEW") {
         let msg = "the display name is in Meta's review; registration waits for it".to_owned();
-        return defer(deps, &n, now + NAME_REVIEW_RETRY, HealthReason::NamePendingReview, msg).await.map(Err);
+        return defer(
+            deps,
+            &n,
+            now + NAME_REVIEW_RETRY,
+            HealthReason::NamePendingReview,
+            msg,
+        )
+        .await
+        .map(Err);
     }
-    n.setup.register_attempts.retain(|t| now - *t < REGISTRATION_WINDOW);
+    n.setup
+        .register_attempts
+        .retain(|t| now - *t < REGISTRATION_WINDOW);
     if n.setup.register_attempts.len() >= REGISTRATIONS_PER_WINDOW {
-        let oldest = n.setup.register_attempts.iter().min().copied().unwrap_or(now);
-        let msg = "Meta's registration budget (10 per 72 hours) is spent; registration waits".to_owned();
-        return defer(deps, &n, oldest + REGISTRATION_WINDOW, HealthReason::RegistrationDeferred, msg).await.map(Err);
+        let oldest = n
+            .setup
+            .register_attempts
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or(now);
+        let msg =
+            "Meta's registration budget (10 per 72 hours) is spent; registration waits".to_owned();
+        return defer(
+            deps,
+            &n,
+            oldest + REGISTRATION_WINDOW,
+            HealthReason::RegistrationDeferred,
+            msg,
+        )
+        .await
+        .map(Err);
     }
     let pin = match &n.sealed_pin {
         Some(sealed) => deps
@@ -262,7 +329,15 @@ async fn register(
     // counts against the same budget Meta counts.
     n.setup.register_attempts.push(now);
     let n = save(deps.store, &n, now).await?;
-    match deps.graph.register(token, &n.phone_number_id, secrecy::ExposeSecret::expose_secret(&pin)).await {
+    match deps
+        .graph
+        .register(
+            token,
+            &n.phone_number_id,
+            secrecy::ExposeSecret::expose_secret(&pin),
+        )
+        .await
+    {
         Ok(()) => {
             let mut done = n;
             done.setup.registered = true;
@@ -270,9 +345,20 @@ async fn register(
             Ok(Ok(save(deps.store, &done, now).await?))
         }
         Err(e) if e.code == Some(133016) => {
-            let wait = e.retry_after.and_then(|d| Duration::from_std(d).ok()).unwrap_or(Duration::hours(1));
+            let wait = e
+                .retry_after
+                .and_then(|d| Duration::from_std(d).ok())
+                .unwrap_or(Duration::hours(1));
             let msg = "Meta's registration rate limit was reached; registration waits".to_owned();
-            defer(deps, &n, now + wait, HealthReason::RegistrationDeferred, msg).await.map(Err)
+            defer(
+                deps,
+                &n,
+                now + wait,
+                HealthReason::RegistrationDeferred,
+                msg,
+            )
+            .await
+            .map(Err)
         }
         Err(e) => failed(deps, &n, "register", e).await.map(Err),
     }
@@ -286,7 +372,12 @@ pub async fn teardown(
     phone: &PhoneNumberId,
     sealed_token: &str,
 ) -> Result<(), SetupError> {
-    if deps.store.number(app, phone).await?.is_some_and(|n| n.is_live()) {
+    if deps
+        .store
+        .number(app, phone)
+        .await?
+        .is_some_and(|n| n.is_live())
+    {
         // The removal has not committed (yet): try again later; if it never does, the
         // message ends in the dead-letter queue and the WABA stays subscribed.
         return Err(SetupError::Retry("the number is not removed".into()));
@@ -306,7 +397,9 @@ pub async fn teardown(
     };
     let token = match deps.envelope.open_string(binding, &sealed).await {
         Ok(t) => AccessToken::new(secrecy::ExposeSecret::expose_secret(&t).to_owned()),
-        Err(crate::crypto::CryptoError::Unavailable(e)) => return Err(SetupError::Retry(format!("key service: {e}"))),
+        Err(crate::crypto::CryptoError::Unavailable(e)) => {
+            return Err(SetupError::Retry(format!("key service: {e}")));
+        }
         Err(e) => {
             warn!(waba_id = %waba, error = %e, "teardown: the token does not open; nothing to do");
             return Ok(());
@@ -338,18 +431,30 @@ pub enum JobFailure {
 
 /// Runs one queued job. `final_attempt`: this is the last delivery before the
 /// dead-letter queue, so a failure is recorded on the number for the partner to see.
-pub async fn handle_job(deps: WorkerDeps<'_>, body: &str, final_attempt: bool) -> Result<(), JobFailure> {
+pub async fn handle_job(
+    deps: WorkerDeps<'_>,
+    body: &str,
+    final_attempt: bool,
+) -> Result<(), JobFailure> {
     let job: Job = serde_json::from_str(body).map_err(|e| JobFailure::Malformed(e.to_string()))?;
     let result = match &job {
-        Job::Setup { app_id, phone_number_id } => run_setup(deps, app_id, phone_number_id).await.map(|_| ()),
-        Job::Teardown { app_id, waba_id, phone_number_id, sealed_token } => {
-            teardown(deps, app_id, waba_id, phone_number_id, sealed_token).await
-        }
+        Job::Setup {
+            app_id,
+            phone_number_id,
+        } => run_setup(deps, app_id, phone_number_id).await.map(|_| ()),
+        Job::Teardown {
+            app_id,
+            waba_id,
+            phone_number_id,
+            sealed_token,
+        } => teardown(deps, app_id, waba_id, phone_number_id, sealed_token).await,
         Job::Check { numbers } => {
             for (app, phone) in numbers {
                 match crate::usecases::health::check_health(deps.check(), app, phone).await {
                     Ok(_) | Err(CheckError::NotFound) => {}
-                    Err(e) => warn!(phone_number_id = %phone, error = %e, "fanned-out check failed"),
+                    Err(e) => {
+                        warn!(phone_number_id = %phone, error = %e, "fanned-out check failed")
+                    }
                 }
             }
             Ok(())
@@ -358,7 +463,12 @@ pub async fn handle_job(deps: WorkerDeps<'_>, body: &str, final_attempt: bool) -
     match result {
         Ok(()) => Ok(()),
         Err(SetupError::Retry(msg)) => {
-            if final_attempt && let Job::Setup { app_id, phone_number_id } = &job {
+            if final_attempt
+                && let Job::Setup {
+                    app_id,
+                    phone_number_id,
+                } = &job
+            {
                 mark_setup_failed(deps, app_id, phone_number_id, &msg).await;
             }
             Err(JobFailure::Retry(msg))
@@ -370,7 +480,9 @@ pub async fn handle_job(deps: WorkerDeps<'_>, body: &str, final_attempt: bool) -
 /// The last delivery failed: the number shows why (`setup.lastError`, reason
 /// `setup_failed`); it stays pending and the sweep re-drives it later.
 async fn mark_setup_failed(deps: WorkerDeps<'_>, app: &AppId, phone: &PhoneNumberId, msg: &str) {
-    let Ok(Some(n)) = deps.store.number(app, phone).await else { return };
+    let Ok(Some(n)) = deps.store.number(app, phone).await else {
+        return;
+    };
     if !n.is_live() || n.health.status != HealthStatus::Pending {
         return;
     }

@@ -233,6 +233,9 @@ pub struct Envelope {
     wrapper: Arc<dyn KeyWrapper>,
     limits: CacheLimits,
     cache: Arc<Mutex<Cache>>,
+    /// Held while a missing data key is fetched, so concurrent readers of records under
+    /// one data key make one key-service call, not one each.
+    fetching: Arc<futures_util::lock::Mutex<()>>,
 }
 
 impl fmt::Debug for Envelope {
@@ -269,6 +272,7 @@ impl Envelope {
             wrapper,
             limits,
             cache: Arc::default(),
+            fetching: Arc::new(futures_util::lock::Mutex::new(())),
         }
     }
 
@@ -337,7 +341,7 @@ impl Envelope {
         sealed: &Sealed,
     ) -> Result<SecretBox<Vec<u8>>, CryptoError> {
         let fingerprint: [u8; 32] = Sha256::digest(&sealed.wrapped_key).into();
-        let cached = {
+        let cached = || {
             let cache = self.lock();
             cache
                 .open
@@ -345,7 +349,16 @@ impl Envelope {
                 .filter(|c| c.at.elapsed() < self.limits.ttl)
                 .map(|c| copy_key(&c.key))
         };
-        let key = match cached {
+        let mut key = cached();
+        let _fetching = match key {
+            Some(_) => None,
+            None => {
+                let guard = self.fetching.lock().await;
+                key = cached();
+                Some(guard)
+            }
+        };
+        let key = match key {
             Some(k) => k,
             None => {
                 let key = self

@@ -181,7 +181,12 @@ pub struct Health {
     pub consecutive_failures: u32,
 }
 
+/// How long a setup may go without progress before the sweep re-drives it.
+pub const SETUP_STALL: chrono::Duration = chrono::Duration::minutes(10);
+
 impl Health {
+    /// A number whose setup has just been queued; if the setup makes no progress, the
+    /// sweep finds it due after [`SETUP_STALL`] and queues it again.
     pub fn pending(now: DateTime<Utc>) -> Self {
         Self {
             status: HealthStatus::Pending,
@@ -189,7 +194,7 @@ impl Health {
             message: Some("setup is in progress".into()),
             since: now,
             last_checked_at: None,
-            next_check_at: None,
+            next_check_at: Some(now + SETUP_STALL),
             consecutive_failures: 0,
         }
     }

@@ -124,6 +124,7 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let _in_flight = sandbox.enter();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let kind = kind_of(&method, &segments, query.get("fields").map(String::as_str));
     let (latency, fault) = {

@@ -8,6 +8,7 @@ mod graph;
 pub mod state;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::{Path, State as AxState};
@@ -32,6 +33,18 @@ struct Inner {
     state: Mutex<state::State>,
     path: Option<PathBuf>,
     clock: Arc<dyn Clock>,
+    /// Graph requests being answered now, and the most seen at once.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// Counts one Graph request in flight for as long as it lives.
+pub(crate) struct InFlight<'a>(&'a Inner);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The simulated Meta; cheap to clone.
@@ -50,6 +63,8 @@ impl Sandbox {
             state: Mutex::default(),
             path: None,
             clock,
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
         }))
     }
 
@@ -64,11 +79,42 @@ impl Sandbox {
             state: Mutex::new(state),
             path: Some(path),
             clock,
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
         })))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, state::State> {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn enter(&self) -> InFlight<'_> {
+        let now = self.0.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(&self.0)
+    }
+
+    /// The most Graph requests this sandbox answered at once (since the last reset).
+    pub fn max_in_flight(&self) -> u64 {
+        self.0.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_max_in_flight(&self) {
+        self.0.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    /// A finished signup whose code was already exchanged: the business token, for
+    /// seeding many numbers quickly (benchmarks, load tests).
+    pub fn connect(&self, req: SignupRequest) -> Result<(SignupResult, String), String> {
+        let now = self.now();
+        let mut state = self.lock();
+        let result = state.signup(req, now)?;
+        let code = state.codes.get_mut(&result.code).ok_or("no code")?;
+        code.used = true;
+        let token = code.token.clone();
+        drop(state);
+        self.save();
+        Ok((result, token))
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -159,11 +205,28 @@ impl Sandbox {
         found
     }
 
+    /// Subscribes our app to the WABA's webhooks (as a finished setup would have).
+    pub fn subscribe(&self, waba: &str) -> bool {
+        let found = self
+            .lock()
+            .wabas
+            .get_mut(waba)
+            .map(|w| w.subscribed_apps.insert(SANDBOX_APP_ID.to_owned()))
+            .is_some();
+        self.save();
+        found
+    }
+
     pub fn is_subscribed(&self, waba: &str) -> bool {
         self.lock()
             .wabas
             .get(waba)
             .is_some_and(|w| w.subscribed_apps.contains(SANDBOX_APP_ID))
+    }
+
+    /// Drops every pending fault.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
     }
 
     pub fn add_fault(&self, fault: Fault) {

@@ -7,6 +7,7 @@ mod browser;
 mod contract;
 mod events;
 mod graph_client;
+mod health;
 mod kms;
 mod lifecycle;
 mod numbers_api;

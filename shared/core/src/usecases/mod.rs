@@ -9,6 +9,7 @@ pub mod issue_token;
 pub mod numbers;
 pub mod setup;
 pub mod signup;
+pub mod sweep;
 
 pub use admin::{AdminError, CreatedApp, CreatedKey};
 pub use authenticate::{AuthError, authenticate};

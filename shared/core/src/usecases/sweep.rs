@@ -1,0 +1,270 @@
+//! Sweep: checks the numbers that are due, stalest first, with bounded concurrency;
+//! re-drives setups that stalled; leaves a throttled WABA alone until Meta's regain
+//! time; stops cleanly before the deadline (the rest stays due for the next run); and
+//! beyond what one run should do inline, fans the remaining due numbers out as check
+//! jobs for the worker. Each due number is handled at most once per sweep.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use futures_util::stream;
+use tracing::{info, warn};
+
+use crate::ids::AppId;
+use crate::number::{HealthStatus, Number, PhoneNumberId, SETUP_STALL, WabaId};
+use crate::ports::{DueNumber, StoreError};
+use crate::queue::Job;
+use crate::usecases::health::{CheckError, check_number};
+use crate::usecases::setup::WorkerDeps;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SweepConfig {
+    /// Checks in flight at once.
+    pub concurrency: usize,
+    /// Due numbers read per store query.
+    pub page: usize,
+    /// Checks this run does itself; the due numbers beyond go out as check jobs.
+    pub max_inline: usize,
+    /// Numbers per fanned-out check job.
+    pub fan_out_batch: usize,
+    /// Stop starting new checks this long before the deadline.
+    pub safety_margin: StdDuration,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            page: 500,
+            max_inline: 50_000,
+            fan_out_batch: 50,
+            safety_margin: StdDuration::from_secs(30),
+        }
+    }
+}
+
+/// What one sweep did (also emitted as metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub checked: usize,
+    /// Numbers per status after their check.
+    pub by_status: HashMap<&'static str, usize>,
+    pub transitions: usize,
+    pub became_down: usize,
+    pub redriven: usize,
+    pub throttled_skips: usize,
+    pub fanned_out: usize,
+    pub failed: usize,
+    /// The deadline came before every due number was done.
+    pub stopped_early: bool,
+    pub duration_ms: u128,
+}
+
+#[derive(Default)]
+struct Tally {
+    report: SweepReport,
+    /// WABA → until when Meta throttles it.
+    throttled: HashMap<WabaId, DateTime<Utc>>,
+}
+
+enum Handled {
+    Checked {
+        status: HealthStatus,
+        changed_to: Option<HealthStatus>,
+        throttled: Option<(WabaId, DateTime<Utc>)>,
+    },
+    Redriven,
+    ThrottledSkip,
+    Nothing,
+}
+
+/// Moves a number's next check to `at` (a stale write is simply dropped).
+async fn postpone(deps: WorkerDeps<'_>, n: &Number, at: DateTime<Utc>) -> Result<(), StoreError> {
+    let mut next = n.clone();
+    next.health.next_check_at = Some(at);
+    next.version = n.version + 1;
+    next.updated_at = deps.clock.now();
+    match deps.store.save_number(&next, n.version, None).await {
+        Ok(()) | Err(crate::ports::WriteError::Changed) => Ok(()),
+        Err(crate::ports::WriteError::Store(e)) => Err(e),
+    }
+}
+
+async fn handle(
+    deps: WorkerDeps<'_>,
+    due: &DueNumber,
+    throttled: &HashMap<WabaId, DateTime<Utc>>,
+) -> Result<Handled, CheckError> {
+    let now = deps.clock.now();
+    let Some(n) = deps.store.number(&due.app_id, &due.phone_number_id).await? else {
+        return Ok(Handled::Nothing);
+    };
+    // Read from an eventually consistent index: skip what is no longer due.
+    if !n.is_live() || n.health.next_check_at.is_none_or(|at| at > now) {
+        return Ok(Handled::Nothing);
+    }
+    if n.health.status == HealthStatus::Pending && n.setup.completed_at.is_none() {
+        // A setup that made no progress (or whose wait is over): queue it again.
+        let job = Job::Setup {
+            app_id: n.app_id.clone(),
+            phone_number_id: n.phone_number_id.clone(),
+        };
+        if let Err(e) = deps.queue.enqueue(&job).await {
+            warn!(phone_number_id = %n.phone_number_id, error = %e, "could not re-drive the setup");
+            return Ok(Handled::Nothing);
+        }
+        postpone(deps, &n, now + SETUP_STALL).await?;
+        return Ok(Handled::Redriven);
+    }
+    if let Some(until) = throttled.get(&n.waba_id).copied().filter(|u| *u > now) {
+        postpone(deps, &n, until).await?;
+        return Ok(Handled::ThrottledSkip);
+    }
+    let waba = n.waba_id.clone();
+    let outcome = check_number(deps.check(), n).await?;
+    Ok(Handled::Checked {
+        status: outcome.number.health.status,
+        changed_to: outcome.changed.map(|e| e.to),
+        throttled: outcome.throttled_until.map(|t| (waba, t)),
+    })
+}
+
+/// One sweep, until nothing is due or `deadline` (minus the safety margin) is near.
+pub async fn sweep(
+    deps: WorkerDeps<'_>,
+    cfg: SweepConfig,
+    deadline: Option<Instant>,
+) -> Result<SweepReport, StoreError> {
+    let started = Instant::now();
+    let tally = Mutex::new(Tally::default());
+    let mut seen: HashSet<(AppId, PhoneNumberId)> = HashSet::new();
+    let near_deadline = || deadline.is_some_and(|d| Instant::now() + cfg.safety_margin >= d);
+    let mut inline = 0usize;
+    loop {
+        if near_deadline() {
+            tally
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .report
+                .stopped_early = true;
+            break;
+        }
+        let now = deps.clock.now();
+        let due: Vec<DueNumber> = deps
+            .store
+            .due_numbers(now, cfg.page)
+            .await?
+            .into_iter()
+            .filter(|d| seen.insert((d.app_id.clone(), d.phone_number_id.clone())))
+            .collect();
+        if due.is_empty() {
+            break;
+        }
+        let room = cfg.max_inline.saturating_sub(inline);
+        let (mine, beyond) = due.split_at(due.len().min(room));
+        inline += mine.len();
+        if !beyond.is_empty() {
+            let fanned = fan_out(deps, beyond, cfg.fan_out_batch).await?;
+            tally
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .report
+                .fanned_out += fanned;
+        }
+        stream::iter(mine)
+            .for_each_concurrent(cfg.concurrency, |d| {
+                let tally = &tally;
+                async move {
+                    if near_deadline() {
+                        // Left due (not marked seen in the store): the next run takes it.
+                        tally
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .report
+                            .stopped_early = true;
+                        return;
+                    }
+                    let throttled = tally
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .throttled
+                        .clone();
+                    let result = handle(deps, d, &throttled).await;
+                    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                    match result {
+                        Ok(Handled::Checked {
+                            status,
+                            changed_to,
+                            throttled,
+                        }) => {
+                            t.report.checked += 1;
+                            *t.report.by_status.entry(status.as_str()).or_default() += 1;
+                            if let Some(to) = changed_to {
+                                t.report.transitions += 1;
+                                if to == HealthStatus::Down {
+                                    t.report.became_down += 1;
+                                }
+                            }
+                            if let Some((waba, until)) = throttled {
+                                let entry = t.throttled.entry(waba).or_insert(until);
+                                *entry = (*entry).max(until);
+                            }
+                        }
+                        Ok(Handled::Redriven) => t.report.redriven += 1,
+                        Ok(Handled::ThrottledSkip) => t.report.throttled_skips += 1,
+                        Ok(Handled::Nothing) => {}
+                        Err(e) => {
+                            t.report.failed += 1;
+                            warn!(phone_number_id = %d.phone_number_id, error = %e, "check failed");
+                        }
+                    }
+                }
+            })
+            .await;
+    }
+    let mut report = tally.into_inner().unwrap_or_else(|p| p.into_inner()).report;
+    report.duration_ms = started.elapsed().as_millis();
+    info!(
+        checked = report.checked,
+        transitions = report.transitions,
+        redriven = report.redriven,
+        fanned_out = report.fanned_out,
+        stopped_early = report.stopped_early,
+        duration_ms = report.duration_ms as u64,
+        "sweep done"
+    );
+    Ok(report)
+}
+
+/// Queues check jobs for due numbers this run leaves to the worker; each is postponed
+/// meanwhile so the next sweep does not queue it again.
+async fn fan_out(
+    deps: WorkerDeps<'_>,
+    due: &[DueNumber],
+    batch: usize,
+) -> Result<usize, StoreError> {
+    let now = deps.clock.now();
+    let mut queued = 0;
+    for chunk in due.chunks(batch.max(1)) {
+        let job = Job::Check {
+            numbers: chunk
+                .iter()
+                .map(|d| (d.app_id.clone(), d.phone_number_id.clone()))
+                .collect(),
+        };
+        if let Err(e) = deps.queue.enqueue(&job).await {
+            warn!(error = %e, "could not fan out checks; they stay due");
+            continue;
+        }
+        for d in chunk {
+            if let Some(n) = deps.store.number(&d.app_id, &d.phone_number_id).await? {
+                postpone(deps, &n, now + SETUP_STALL).await?;
+            }
+        }
+        queued += chunk.len();
+    }
+    Ok(queued)
+}

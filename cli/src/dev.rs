@@ -15,10 +15,11 @@ use pipes_core::crypto::Envelope;
 use pipes_core::meta::MetaGraph;
 use pipes_core::usecases::health::HealthPolicy;
 use pipes_core::usecases::setup::WorkerDeps;
+use pipes_core::usecases::sweep::{SweepConfig, sweep};
 use pipes_core::usecases::{PublicBaseUrl, admin};
 use pipes_core::{AppStore, Clock, Slug, SystemClock};
 use pipes_http::{ApiState, PageConfig, SignupState, local_router};
-use pipes_sandbox::{GRAPH_PATH, SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_CONFIG_ID, Sandbox};
+use pipes_sandbox::{GRAPH_PATH, SANDBOX_APP_ID, Sandbox};
 use tokio::net::TcpListener;
 
 pub const DEMO_SLUG: &str = "demo";
@@ -31,6 +32,9 @@ pub struct DevArgs {
     /// Base URL put in signup links; defaults to this server's own address.
     #[arg(long, env = "PUBLIC_BASE_URL")]
     public_base_url: Option<String>,
+    /// Seconds between health sweeps (0 turns the sweep off).
+    #[arg(long, default_value_t = 60)]
+    sweep_interval: u64,
 }
 
 pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
@@ -49,7 +53,11 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
         Some(live) => (live, Router::new()),
         None => {
             let sandbox = Sandbox::persistent(data_dir.join(SANDBOX_FILE), Arc::clone(&clock))?;
-            (sandbox_meta(addr)?, pipes_sandbox::router(sandbox))
+            let graph_url = format!("http://{addr}{GRAPH_PATH}");
+            (
+                crate::sweep::meta_config(&graph_url)?,
+                pipes_sandbox::router(sandbox),
+            )
         }
     };
     let is_sandbox = meta.app_id == SANDBOX_APP_ID;
@@ -76,6 +84,7 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
         envelope.clone(),
         clock.clone(),
         policy,
+        args.sweep_interval,
     );
     let store = Arc::new(store);
     let state = SignupState {
@@ -102,13 +111,15 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The in-process worker: setup and teardown jobs from the embedded job table.
+/// The in-process worker (setup, teardown and check jobs from the embedded job table)
+/// and the periodic health sweep.
 fn spawn_worker(
     store: EmbeddedStore,
     graph: Arc<dyn MetaGraph>,
     envelope: Envelope,
     clock: Arc<dyn Clock>,
     policy: HealthPolicy,
+    sweep_interval: u64,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let deps = WorkerDeps {
@@ -119,22 +130,28 @@ fn spawn_worker(
             clock: &*clock,
             policy: &policy,
         };
-        local_worker::run(store.clone(), deps, std::time::Duration::from_millis(200)).await;
+        let jobs = local_worker::run(store.clone(), deps, std::time::Duration::from_millis(200));
+        let sweeps = async {
+            if sweep_interval == 0 {
+                return std::future::pending().await;
+            }
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(sweep_interval));
+            loop {
+                every.tick().await;
+                match sweep(deps, SweepConfig::default(), None).await {
+                    Ok(r) if r.checked + r.redriven > 0 => {
+                        tracing::info!("{}", crate::sweep::summary(&r))
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+            }
+        };
+        tokio::join!(jobs, sweeps);
     })
 }
 
 pub const SANDBOX_FILE: &str = "sandbox.json";
-
-/// The sandbox's Meta app, reached over loopback on this very server.
-fn sandbox_meta(addr: SocketAddr) -> anyhow::Result<MetaConfig> {
-    Ok(MetaConfig {
-        app_id: SANDBOX_APP_ID.to_owned(),
-        app_secret: SANDBOX_APP_SECRET.to_owned().into(),
-        config_id: SANDBOX_CONFIG_ID.to_owned(),
-        graph_base_url: format!("http://{addr}{GRAPH_PATH}").parse()?,
-        graph_version: pipes_adapters::graph::GraphConfig::DEFAULT_VERSION.to_owned(),
-    })
-}
 
 /// Creates the demo App on first start and prints its key and a curl line; later
 /// starts only say it exists (its key is not stored and cannot be shown again).

@@ -3,6 +3,7 @@
 
 mod admin;
 mod dev;
+mod sweep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ enum Command {
     /// Manage Apps and their keys.
     #[command(subcommand)]
     Apps(admin::AppsCommand),
+    /// Run one health sweep now (embedded store, or --table).
+    Sweep(sweep::SweepArgs),
 }
 
 fn init_logs(default: &str) {
@@ -79,6 +82,10 @@ async fn main() -> ExitCode {
             } else {
                 dev::run(args, &cli.store.data_dir).await
             }
+        }
+        Command::Sweep(args) => {
+            init_logs("warn");
+            sweep::run(args, &cli.store).await
         }
         Command::Apps(cmd) => {
             init_logs("warn");

@@ -365,3 +365,111 @@ async fn admin_commands_work_on_dynamodb() {
     let listed = stdout_json(&run(&["apps", "list", "--json"]));
     assert_eq!(listed[0]["slug"], "acme");
 }
+
+#[tokio::test]
+async fn the_lifecycle_on_pipes_dev_signup_healthy_revoke_sweep_down_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let server = DevServer::start(dir.path());
+    let key = server.demo_key.clone().unwrap();
+    let base = &server.base;
+    let issued: Value = issue(&client, base, &key).await.json().await.unwrap();
+    let signup: Value = client
+        .post(format!("{base}/sandbox/signups"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let phone = signup["phoneNumberId"].as_str().unwrap().to_owned();
+    let body = json!({"token": issued["token"], "event": "FINISH", "code": signup["code"], "wabaId": signup["wabaId"], "phoneNumberId": phone, "businessId": signup["businessId"]});
+    let res = client
+        .post(format!("{base}/v1/signup/callback"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let number = |client: reqwest::Client| {
+        let url = format!("{base}/v1/numbers/{phone}");
+        let key = key.clone();
+        async move {
+            client
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = number(client.clone()).await["health"]["status"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if status == "healthy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "healthy", "the in-process worker set the number up");
+
+    client
+        .post(format!("{base}/sandbox/numbers/{phone}/revoke"))
+        .send()
+        .await
+        .unwrap();
+    let out = pipes(
+        &[
+            "sweep",
+            "--all",
+            "--sandbox-graph-url",
+            &format!("{base}/sandbox/graph"),
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("checked 1 (healthy 0, degraded 0, down 1), 1 status changes"),
+        "{text}"
+    );
+    let n = number(client.clone()).await;
+    assert_eq!(
+        (
+            n["health"]["status"].as_str(),
+            n["health"]["reason"].as_str()
+        ),
+        (Some("down"), Some("token_invalid"))
+    );
+    let history: Value = client
+        .get(format!("{base}/v1/numbers/{phone}/history"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["events"][0]["to"], "down");
+
+    let res = client
+        .delete(format!("{base}/v1/numbers/{phone}"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(number(client.clone()).await["health"]["status"], "removed");
+}

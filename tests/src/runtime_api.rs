@@ -50,7 +50,7 @@ async fn next(State(s): State<Shared>) -> impl IntoResponse {
             .pop_front();
         if let Some((id, event)) = popped {
             let mut headers = HeaderMap::new();
-            let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+            let deadline = chrono::Utc::now().timestamp_millis() + 300_000;
             headers.insert(
                 "lambda-runtime-aws-request-id",
                 id.parse().unwrap_or_else(|_| unreachable!()),
@@ -161,7 +161,9 @@ impl LambdaHarness {
             .env_remove("KMS_KEY_ID")
             .env_remove("SETUP_QUEUE_URL")
             .env_remove("SETUP_MAX_RECEIVE_COUNT")
-            .stdout(Stdio::null())
+            .env_remove("SWEEP_CONCURRENCY")
+            .env_remove("SWEEP_MAX_INLINE")
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
@@ -187,6 +189,14 @@ impl LambdaHarness {
             .await
             .expect("the function answered within 60 s")
             .expect("runtime API open")
+    }
+
+    /// Stops the process and returns what it printed on stdout.
+    pub fn stop(&mut self) -> String {
+        let mut child = self.child.take().expect("spawned");
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Waits for the process to exit; returns its status and stderr.

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod kms;
 pub mod local_key;
 pub mod local_worker;
+pub mod metrics;
 pub mod sqs;
 pub mod sqs_worker;
 

@@ -32,6 +32,8 @@ pub struct SweepConfig {
     pub fan_out_batch: usize,
     /// Stop starting new checks this long before the deadline.
     pub safety_margin: StdDuration,
+    /// Also check numbers due within this much time (an operator's "check all now").
+    pub horizon: chrono::Duration,
 }
 
 impl Default for SweepConfig {
@@ -42,6 +44,7 @@ impl Default for SweepConfig {
             max_inline: 50_000,
             fan_out_batch: 50,
             safety_margin: StdDuration::from_secs(30),
+            horizon: chrono::Duration::zero(),
         }
     }
 }
@@ -97,13 +100,14 @@ async fn handle(
     deps: WorkerDeps<'_>,
     due: &DueNumber,
     throttled: &HashMap<WabaId, DateTime<Utc>>,
+    horizon: chrono::Duration,
 ) -> Result<Handled, CheckError> {
     let now = deps.clock.now();
     let Some(n) = deps.store.number(&due.app_id, &due.phone_number_id).await? else {
         return Ok(Handled::Nothing);
     };
     // Read from an eventually consistent index: skip what is no longer due.
-    if !n.is_live() || n.health.next_check_at.is_none_or(|at| at > now) {
+    if !n.is_live() || n.health.next_check_at.is_none_or(|at| at > now + horizon) {
         return Ok(Handled::Nothing);
     }
     if n.health.status == HealthStatus::Pending && n.setup.completed_at.is_none() {
@@ -155,7 +159,7 @@ pub async fn sweep(
         let now = deps.clock.now();
         let due: Vec<DueNumber> = deps
             .store
-            .due_numbers(now, cfg.page)
+            .due_numbers(now + cfg.horizon, cfg.page)
             .await?
             .into_iter()
             .filter(|d| seen.insert((d.app_id.clone(), d.phone_number_id.clone())))
@@ -192,7 +196,7 @@ pub async fn sweep(
                         .unwrap_or_else(|p| p.into_inner())
                         .throttled
                         .clone();
-                    let result = handle(deps, d, &throttled).await;
+                    let result = handle(deps, d, &throttled, cfg.horizon).await;
                     let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
                     match result {
                         Ok(Handled::Checked {

@@ -2,15 +2,12 @@
 //! until shortly before the invocation's deadline, then prints the sweep's metrics in
 //! CloudWatch Embedded Metric Format. Only wiring.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use pipes_adapters::config::{self, MetaConfig};
+use pipes_adapters::config::{self, AwsPlatform};
 use pipes_adapters::metrics::sweep_emf;
-use pipes_core::crypto::Envelope;
 use pipes_core::usecases::health::HealthPolicy;
-use pipes_core::usecases::setup::WorkerDeps;
 use pipes_core::usecases::sweep::{SweepConfig, sweep};
 use pipes_core::{Clock, SystemClock};
 use serde_json::{Value, json};
@@ -27,27 +24,14 @@ fn number(name: &'static str) -> Result<usize, config::ConfigError> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     lambda_runtime::tracing::init_default_subscriber();
-    let aws = config::aws().await;
-    let meta = MetaConfig::from_env_and_ssm(&aws).await?;
-    let store = config::dynamo_store(&aws)?;
-    let graph = meta.graph_client()?;
-    // One envelope for the container's life: warm invocations reuse cached data keys.
-    let envelope = Envelope::new(Arc::new(config::kms_wrapper(&aws)?));
-    let queue = config::setup_queue(&aws)?;
+    let platform = AwsPlatform::from_env().await?;
     let policy = HealthPolicy::default();
     let cfg = SweepConfig {
         concurrency: number("SWEEP_CONCURRENCY")?,
         max_inline: number("SWEEP_MAX_INLINE")?,
         ..SweepConfig::default()
     };
-    let deps = WorkerDeps {
-        store: &store,
-        graph: &graph,
-        envelope: &envelope,
-        queue: &queue,
-        clock: &SystemClock,
-        policy: &policy,
-    };
+    let deps = platform.worker_deps(&SystemClock, &policy);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
         let now_ms = u64::try_from(SystemClock.now().timestamp_millis()).unwrap_or(0);
         let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));

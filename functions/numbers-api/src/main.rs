@@ -3,26 +3,24 @@
 
 use std::sync::Arc;
 
-use pipes_adapters::config::{self, MetaConfig};
+use pipes_adapters::config::{self, AwsPlatform};
 use pipes_core::SystemClock;
-use pipes_core::crypto::Envelope;
 use pipes_core::usecases::health::HealthPolicy;
 use pipes_http::{ApiState, NumbersState, numbers_router};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     lambda_http::tracing::init_default_subscriber();
-    let aws = config::aws().await;
-    let meta = MetaConfig::from_env_and_ssm(&aws).await?;
+    let p = AwsPlatform::from_env().await?;
     let state = NumbersState {
         api: ApiState {
             public_base_url: config::public_base_url()?,
-            store: Arc::new(config::dynamo_store(&aws)?),
+            store: Arc::new(p.store),
             clock: Arc::new(SystemClock),
         },
-        graph: Arc::new(meta.graph_client()?),
-        envelope: Envelope::new(Arc::new(config::kms_wrapper(&aws)?)),
-        queue: Arc::new(config::setup_queue(&aws)?),
+        graph: Arc::new(p.graph),
+        envelope: p.envelope,
+        queue: Arc::new(p.queue),
         policy: HealthPolicy::default(),
     };
     lambda_http::run(numbers_router(state))

@@ -4,31 +4,30 @@
 
 use std::sync::Arc;
 
-use pipes_adapters::config::{self, MetaConfig};
+use pipes_adapters::config::{self, AwsPlatform};
 use pipes_core::SystemClock;
-use pipes_core::crypto::Envelope;
 use pipes_http::{ApiState, PageConfig, SignupState, signup_router};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     lambda_http::tracing::init_default_subscriber();
-    let aws = config::aws().await;
-    let meta = MetaConfig::from_env_and_ssm(&aws).await?;
+    let p = AwsPlatform::from_env().await?;
+    let page = PageConfig {
+        meta_app_id: p.meta.app_id.clone(),
+        config_id: p.meta.config_id.clone(),
+        graph_version: p.meta.graph_version.clone(),
+        sandbox: false,
+    };
     let state = SignupState {
         api: ApiState {
             public_base_url: config::public_base_url()?,
-            store: Arc::new(config::dynamo_store(&aws)?),
+            store: Arc::new(p.store),
             clock: Arc::new(SystemClock),
         },
-        graph: Arc::new(meta.graph_client()?),
-        envelope: Envelope::new(Arc::new(config::kms_wrapper(&aws)?)),
-        queue: Arc::new(config::setup_queue(&aws)?),
-        page: PageConfig {
-            meta_app_id: meta.app_id.clone(),
-            config_id: meta.config_id.clone(),
-            graph_version: meta.graph_version.clone(),
-            sandbox: false,
-        },
+        graph: Arc::new(p.graph),
+        envelope: p.envelope,
+        queue: Arc::new(p.queue),
+        page,
     };
     lambda_http::run(signup_router(state))
         .await

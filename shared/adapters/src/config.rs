@@ -171,3 +171,46 @@ impl MetaConfig {
         crate::graph::GraphClient::new(cfg)
     }
 }
+
+/// Everything a deployed function talks to, built once at cold start from the
+/// environment: the table, the Graph client (Meta app secret from SSM), the envelope
+/// over KMS, and the job queue.
+#[derive(Debug)]
+pub struct AwsPlatform {
+    pub meta: MetaConfig,
+    pub store: crate::DynamoStore,
+    pub graph: crate::graph::GraphClient,
+    /// One envelope for the container's life: warm invocations reuse cached data keys.
+    pub envelope: pipes_core::crypto::Envelope,
+    pub queue: crate::sqs::SqsQueue,
+}
+
+impl AwsPlatform {
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let aws = aws().await;
+        let meta = MetaConfig::from_env_and_ssm(&aws).await?;
+        Ok(Self {
+            store: dynamo_store(&aws)?,
+            graph: meta.graph_client()?,
+            envelope: pipes_core::crypto::Envelope::new(std::sync::Arc::new(kms_wrapper(&aws)?)),
+            queue: setup_queue(&aws)?,
+            meta,
+        })
+    }
+
+    /// What the workers run with.
+    pub fn worker_deps<'a>(
+        &'a self,
+        clock: &'a dyn pipes_core::Clock,
+        policy: &'a pipes_core::usecases::health::HealthPolicy,
+    ) -> pipes_core::usecases::setup::WorkerDeps<'a> {
+        pipes_core::usecases::setup::WorkerDeps {
+            store: &self.store,
+            graph: &self.graph,
+            envelope: &self.envelope,
+            queue: &self.queue,
+            clock,
+            policy,
+        }
+    }
+}

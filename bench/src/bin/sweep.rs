@@ -1,0 +1,98 @@
+//! Measures the health sweep against the sandbox: throughput at a given Graph latency
+//! and concurrency, and memory as the number count grows. Numbers are seeded straight
+//! into an embedded store (healthy, set up, due); the sweep then checks every one of
+//! them with the real Graph client over loopback.
+//! Run: `cargo run --release -p pipes-bench --bin sweep -- --numbers 1000,10000 --latency-ms 50 --concurrency 32`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use pipes_core::usecases::sweep::SweepConfig;
+use pipes_tests::{Backend, TestApp};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Comma-separated number counts, each run on a fresh store.
+    #[arg(long, default_value = "1000", value_delimiter = ',')]
+    numbers: Vec<usize>,
+    /// Added to every sandbox Graph answer.
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Apps the numbers are spread over (one data key each).
+    #[arg(long, default_value_t = 10)]
+    apps: usize,
+    /// Checks the sweep does itself before fanning out (default: all of them).
+    #[arg(long, default_value_t = usize::MAX)]
+    max_inline: usize,
+}
+
+/// Resident set size of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    println!(
+        "| numbers | latency | concurrency | sweep time | checks/s | RSS before sweep | peak RSS during sweep | growth |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for &count in &args.numbers {
+        let t = TestApp::spawn(Backend::embedded()).await;
+        let seed_start = Instant::now();
+        t.seed_due_numbers(count, args.apps, 10).await;
+        let seeded = seed_start.elapsed();
+        let t = t.with_fresh_envelope();
+        t.sandbox.set_latency_ms(args.latency_ms);
+        let before = rss_kib();
+        let peak = Arc::new(AtomicU64::new(before));
+        let sampler = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let cfg = SweepConfig {
+            concurrency: args.concurrency,
+            max_inline: args.max_inline,
+            safety_margin: Duration::ZERO,
+            ..SweepConfig::default()
+        };
+        let start = Instant::now();
+        let report = t.sweep(cfg, None).await;
+        let took = start.elapsed();
+        sampler.abort();
+        let peak = peak.load(Ordering::Relaxed).max(rss_kib());
+        assert_eq!(report.checked + report.fanned_out, count, "{report:?}");
+        println!(
+            "| {count} | {} ms | {} | {:.1} s | {:.0} | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+            args.latency_ms,
+            args.concurrency,
+            took.as_secs_f64(),
+            count as f64 / took.as_secs_f64(),
+            before as f64 / 1024.0,
+            peak as f64 / 1024.0,
+            (peak - before) as f64 / 1024.0,
+        );
+        eprintln!(
+            "  (seeding {count} numbers took {:.1} s; sandbox peak in flight {})",
+            seeded.as_secs_f64(),
+            t.sandbox.max_in_flight()
+        );
+    }
+}

@@ -71,6 +71,33 @@ pub struct Fault {
     pub regain_minutes: Option<u32>,
 }
 
+impl Fault {
+    /// The next `count` calls whose path contains `path` fail with `kind`.
+    pub fn new(path: impl Into<String>, kind: FaultKind, count: u32) -> Self {
+        Self {
+            path: path.into(),
+            method: None,
+            kind,
+            remaining: count,
+            code: None,
+            regain_minutes: None,
+        }
+    }
+
+    /// Only calls with this HTTP method.
+    pub fn on(mut self, method: &str) -> Self {
+        self.method = Some(method.to_owned());
+        self
+    }
+
+    /// For a throttle: Meta's error code and the minutes until access returns.
+    pub fn throttle(mut self, code: i64, regain_minutes: u32) -> Self {
+        self.code = Some(code);
+        self.regain_minutes = Some(regain_minutes);
+        self
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FaultKind {

@@ -175,14 +175,8 @@ async fn a_lost_subscription_is_repaired_once_and_degrades_only_if_that_fails() 
 
     t.clock.advance(Duration::minutes(20)); // past the grace period
     t.sandbox.drop_subscription(&s.waba_id);
-    t.sandbox.add_fault(Fault {
-        path: "subscribed_apps".into(),
-        method: Some("POST".into()),
-        kind: FaultKind::ServerError,
-        remaining: 3,
-        code: None,
-        regain_minutes: None,
-    });
+    t.sandbox
+        .add_fault(Fault::new("subscribed_apps", FaultKind::ServerError, 3).on("POST"));
     assert_eq!(
         check(&t, &s).await,
         (
@@ -196,14 +190,8 @@ async fn a_lost_subscription_is_repaired_once_and_degrades_only_if_that_fails() 
 async fn transient_failures_degrade_after_three_and_never_mark_down() {
     let t = TestApp::spawn(Backend::embedded()).await;
     let s = healthy_number(&t).await;
-    t.sandbox.add_fault(Fault {
-        path: s.phone_number_id.clone(),
-        method: Some("GET".into()),
-        kind: FaultKind::ServerError,
-        remaining: 1000,
-        code: None,
-        regain_minutes: None,
-    });
+    t.sandbox
+        .add_fault(Fault::new(&s.phone_number_id, FaultKind::ServerError, 1000).on("GET"));
     assert_eq!(check(&t, &s).await, (HealthStatus::Healthy, None));
     assert_eq!(check(&t, &s).await, (HealthStatus::Healthy, None));
     let n = number(&t, &s).await;
@@ -349,14 +337,11 @@ async fn a_stalled_setup_is_driven_again() {
 async fn a_throttled_waba_is_left_alone_until_meta_allows_again() {
     let t = TestApp::spawn(Backend::embedded()).await;
     t.seed_due_numbers(3, 1, 3).await;
-    t.sandbox.add_fault(Fault {
-        path: "subscribed_apps".into(),
-        method: Some("GET".into()),
-        kind: FaultKind::Throttle,
-        remaining: 1,
-        code: Some(80008),
-        regain_minutes: Some(30),
-    });
+    t.sandbox.add_fault(
+        Fault::new("subscribed_apps", FaultKind::Throttle, 1)
+            .on("GET")
+            .throttle(80008, 30),
+    );
     let cfg = SweepConfig {
         concurrency: 1,
         ..no_sweep_limits()

@@ -114,14 +114,8 @@ async fn a_transient_failure_on_subscribe_is_retried_then_succeeds() {
     let t = TestApp::spawn(Backend::aws().await).await;
     let s = signed_up(&t).await;
     // More 5xx than the client's own retries: the first delivery fails.
-    t.sandbox.add_fault(Fault {
-        path: "subscribed_apps".into(),
-        method: Some("POST".into()),
-        kind: FaultKind::ServerError,
-        remaining: 3,
-        code: None,
-        regain_minutes: None,
-    });
+    t.sandbox
+        .add_fault(Fault::new("subscribed_apps", FaultKind::ServerError, 3).on("POST"));
     assert_eq!(t.run_jobs_once().await, 1);
     let n = number(&t, &s).await;
     assert_eq!(n.health.status, HealthStatus::Pending);
@@ -307,14 +301,8 @@ async fn a_malformed_message_fails_alone_in_its_batch() {
 async fn after_the_last_delivery_the_number_shows_the_setup_error() {
     let t = TestApp::spawn(Backend::embedded()).await;
     let s = signed_up(&t).await;
-    t.sandbox.add_fault(Fault {
-        path: "subscribed_apps".into(),
-        method: Some("POST".into()),
-        kind: FaultKind::ServerError,
-        remaining: 1000,
-        code: None,
-        regain_minutes: None,
-    });
+    t.sandbox
+        .add_fault(Fault::new("subscribed_apps", FaultKind::ServerError, 1000).on("POST"));
     let store = t.backend.embedded.as_ref().unwrap();
     for _ in 0..pipes_adapters::local_worker::MAX_ATTEMPTS {
         assert_eq!(t.run_jobs_once().await, 1);
@@ -372,14 +360,8 @@ async fn sqs_moves_a_message_to_the_dead_letter_queue_after_max_receives() {
     let s = t.sandbox.signup(SignupRequest::default()).unwrap();
     let (token, _) = t.signup_token().await;
     assert_eq!(t.finish(&token, &s).await.status, 200);
-    t.sandbox.add_fault(Fault {
-        path: "subscribed_apps".into(),
-        method: Some("POST".into()),
-        kind: FaultKind::ServerError,
-        remaining: 1000,
-        code: None,
-        regain_minutes: None,
-    });
+    t.sandbox
+        .add_fault(Fault::new("subscribed_apps", FaultKind::ServerError, 1000).on("POST"));
     let job = Job::Setup {
         app_id: t.app.id.clone(),
         phone_number_id: PhoneNumberId::parse(&s.phone_number_id).unwrap(),

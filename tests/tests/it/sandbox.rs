@@ -7,7 +7,9 @@ use chrono::Duration;
 use pipes_adapters::graph::{GraphClient, GraphConfig};
 use pipes_core::meta::{AccessToken, AuthCode, CanSend, GraphErrorKind, MetaGraph};
 use pipes_core::{PhoneNumberId, WabaId};
-use pipes_sandbox::{NumberUpdate, SANDBOX_APP_ID, SANDBOX_APP_SECRET, Sandbox, SignupRequest};
+use pipes_sandbox::{
+    Fault, FaultKind, NumberUpdate, SANDBOX_APP_ID, SANDBOX_APP_SECRET, Sandbox, SignupRequest,
+};
 use pipes_tests::ManualClock;
 
 const OPENAPI: &str =
@@ -244,25 +246,11 @@ async fn faults_fail_the_next_calls_then_clear() {
         .await
         .unwrap();
     let waba = WabaId::parse(&s.waba_id).unwrap();
-    sandbox.add_fault(pipes_sandbox::Fault {
-        path: "subscribed_apps".into(),
-        method: Some("POST".into()),
-        kind: pipes_sandbox::FaultKind::ServerError,
-        remaining: 1,
-        code: None,
-        regain_minutes: None,
-    });
+    sandbox.add_fault(Fault::new("subscribed_apps", FaultKind::ServerError, 1).on("POST"));
     // The client retries the transient failure and succeeds.
     graph.subscribe_app(&token, &waba).await.unwrap();
     assert_eq!(sandbox.calls("POST subscribed_apps"), 2);
-    sandbox.add_fault(pipes_sandbox::Fault {
-        path: "subscribed_apps".into(),
-        method: None,
-        kind: pipes_sandbox::FaultKind::Throttle,
-        remaining: 1,
-        code: None,
-        regain_minutes: Some(3),
-    });
+    sandbox.add_fault(Fault::new("subscribed_apps", FaultKind::Throttle, 1).throttle(80008, 3));
     let err = graph.subscribed_apps(&token, &waba).await.unwrap_err();
     assert_eq!(err.kind, GraphErrorKind::Throttled);
     assert_eq!(err.retry_after, Some(std::time::Duration::from_secs(180)));

@@ -523,8 +523,7 @@ impl SessionStore for DynamoStore {
             return Ok(Claim::NotFound);
         };
         // Cheap answers first; the conditional write below is what decides races.
-        if let Some(verdict @ (Claim::Expired | Claim::Used)) =
-            crate::embedded::claim_verdict(&session, now, true)
+        if let Some(verdict @ (Claim::Expired | Claim::Used)) = Claim::refusal(&session, now, true)
         {
             return Ok(verdict);
         }
@@ -560,7 +559,7 @@ impl SessionStore for DynamoStore {
                 let Some(current) = self.session(&session.id).await? else {
                     return Ok(Claim::NotFound);
                 };
-                Ok(crate::embedded::claim_verdict(&current, now, false).unwrap_or(Claim::Held))
+                Ok(Claim::refusal(&current, now, false).unwrap_or(Claim::Held))
             }
             Err(e) => Err(StoreError::unavailable(e)),
         }
@@ -911,7 +910,7 @@ impl NumberStore for DynamoStore {
                 _ => break,
             }
         }
-        Ok(crate::embedded::page_of(numbers, limit))
+        Ok(NumberPage::from_overfetch(numbers, limit))
     }
 
     async fn live_numbers_in_waba(

@@ -502,9 +502,8 @@ impl SessionStore for EmbeddedStore {
             };
             let mut session = session?;
             let lease_over = claim_until.is_none_or(|u| u < millis(now));
-            let verdict = claim_verdict(&session, now, lease_over);
-            if verdict.is_some() {
-                return Ok(verdict.unwrap_or(Claim::Held));
+            if let Some(refused) = Claim::refusal(&session, now, lease_over) {
+                return Ok(refused);
             }
             tx.execute(
                 "UPDATE sessions SET status = 'completing', claim_id = ?2, claim_until = ?3 WHERE id = ?1",
@@ -570,20 +569,6 @@ impl SessionStore for EmbeddedStore {
             Ok(true)
         })
         .await
-    }
-}
-
-/// Whether a session can be claimed now: `None` if so, else what the caller is told.
-pub(crate) fn claim_verdict(
-    s: &SignupSession,
-    now: DateTime<Utc>,
-    lease_over: bool,
-) -> Option<Claim> {
-    match s.status_at(now) {
-        SessionStatus::Expired => Some(Claim::Expired),
-        SessionStatus::Completed => Some(Claim::Used),
-        SessionStatus::Completing if !lease_over => Some(Claim::Held),
-        _ => None,
     }
 }
 
@@ -759,7 +744,7 @@ impl NumberStore for EmbeddedStore {
                 params![app.as_str(), status, after, (limit + 1) as i64],
                 number_from_row,
             )?;
-            Ok(page_of(numbers, limit))
+            Ok(NumberPage::from_overfetch(numbers, limit))
         })
         .await
     }
@@ -967,19 +952,6 @@ impl JobQueue for EmbeddedStore {
         })
         .await
         .map_err(|e| QueueError(Box::new(e)))
-    }
-}
-
-/// Cuts a `limit + 1` read into a page and the cursor of the next one.
-pub(crate) fn page_of(mut numbers: Vec<Number>, limit: usize) -> NumberPage {
-    let more = numbers.len() > limit;
-    numbers.truncate(limit);
-    let next_after = more
-        .then(|| numbers.last().map(|n| n.phone_number_id.clone()))
-        .flatten();
-    NumberPage {
-        numbers,
-        next_after,
     }
 }
 

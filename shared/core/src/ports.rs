@@ -74,6 +74,19 @@ pub enum Claim {
     Held,
 }
 
+impl Claim {
+    /// Why a session cannot be claimed at `now` (`None`: it can). `lease_over` says
+    /// whether a `completing` session's claim has run out.
+    pub fn refusal(s: &SignupSession, now: DateTime<Utc>, lease_over: bool) -> Option<Self> {
+        match s.status_at(now) {
+            SessionStatus::Expired => Some(Self::Expired),
+            SessionStatus::Completed => Some(Self::Used),
+            SessionStatus::Completing if !lease_over => Some(Self::Held),
+            _ => None,
+        }
+    }
+}
+
 /// How a claimed completion ends when it does not complete.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Release {
@@ -159,6 +172,22 @@ pub struct NumberPage {
     pub numbers: Vec<Number>,
     /// Where the next page starts (the last id of this one), if there may be more.
     pub next_after: Option<PhoneNumberId>,
+}
+
+impl NumberPage {
+    /// A page from a read of up to `limit + 1` numbers: the extra one only says that
+    /// another page exists.
+    pub fn from_overfetch(mut numbers: Vec<Number>, limit: usize) -> Self {
+        let more = numbers.len() > limit;
+        numbers.truncate(limit);
+        let next_after = more
+            .then(|| numbers.last().map(|n| n.phone_number_id.clone()))
+            .flatten();
+        Self {
+            numbers,
+            next_after,
+        }
+    }
 }
 
 /// A number whose health check is due.

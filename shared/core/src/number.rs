@@ -269,6 +269,15 @@ impl Number {
     pub fn is_live(&self) -> bool {
         self.health.status != HealthStatus::Removed
     }
+
+    /// The next revision of this record: a copy at `version + 1`, stamped `now`, to be
+    /// saved over `self.version`.
+    pub fn revision(&self, now: DateTime<Utc>) -> Number {
+        let mut next = self.clone();
+        next.version = self.version + 1;
+        next.updated_at = now;
+        next
+    }
 }
 
 /// One change of a number's health status, kept as its history.

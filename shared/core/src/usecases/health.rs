@@ -457,13 +457,11 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
     let now = deps.clock.now();
     let (verdict, profile) = evaluate(deps.graph, deps.policy, &number, &token, now).await;
     let (health, changed) = apply(&number, &verdict, deps.policy, now);
-    let mut updated = number.clone();
+    let mut updated = number.revision(now);
     updated.health = health;
     if let Some(p) = profile {
         updated.profile = p;
     }
-    updated.version = number.version + 1;
-    updated.updated_at = now;
     let throttled_until = match &verdict {
         Verdict::Inconclusive {
             throttled_until, ..
@@ -523,7 +521,7 @@ pub async fn set_health(
         reason: Some(reason),
         message: Some(message.to_owned()),
     });
-    let mut updated = number.clone();
+    let mut updated = number.revision(now);
     updated.health = Health {
         status,
         reason: Some(reason),
@@ -533,8 +531,6 @@ pub async fn set_health(
         next_check_at: policy.next_check(status, now),
         consecutive_failures: 0,
     };
-    updated.version = number.version + 1;
-    updated.updated_at = now;
     store
         .save_number(&updated, number.version, changed.as_ref())
         .await?;

@@ -172,7 +172,7 @@ pub async fn remove_number(
             })?;
         }
         let now = clock.now();
-        let mut removed = number.clone();
+        let mut removed = number.revision(now);
         removed.sealed_token = None;
         removed.sealed_pin = None;
         removed.health = Health {
@@ -184,8 +184,6 @@ pub async fn remove_number(
             next_check_at: None,
             consecutive_failures: 0,
         };
-        removed.version = number.version + 1;
-        removed.updated_at = now;
         let event = HealthEvent {
             at: now,
             from: number.health.status,

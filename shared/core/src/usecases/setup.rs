@@ -102,9 +102,7 @@ async fn save(
     number: &Number,
     now: DateTime<Utc>,
 ) -> Result<Number, SetupError> {
-    let mut next = number.clone();
-    next.version = number.version + 1;
-    next.updated_at = now;
+    let next = number.revision(now);
     store.save_number(&next, number.version, None).await?;
     Ok(next)
 }
@@ -486,12 +484,10 @@ async fn mark_setup_failed(deps: WorkerDeps<'_>, app: &AppId, phone: &PhoneNumbe
     if !n.is_live() || n.health.status != HealthStatus::Pending {
         return;
     }
-    let mut failed = n.clone();
+    let mut failed = n.revision(deps.clock.now());
     failed.setup.last_error = Some(msg.to_owned());
     failed.health.reason = Some(HealthReason::SetupFailed);
     failed.health.message = Some(format!("setup failed after every retry: {msg}"));
-    failed.version = n.version + 1;
-    failed.updated_at = deps.clock.now();
     if let Err(e) = deps.store.save_number(&failed, n.version, None).await {
         warn!(phone_number_id = %phone, error = %e, "could not record the setup failure");
     }

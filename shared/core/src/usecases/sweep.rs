@@ -86,10 +86,8 @@ enum Handled {
 
 /// Moves a number's next check to `at` (a stale write is simply dropped).
 async fn postpone(deps: WorkerDeps<'_>, n: &Number, at: DateTime<Utc>) -> Result<(), StoreError> {
-    let mut next = n.clone();
+    let mut next = n.revision(deps.clock.now());
     next.health.next_check_at = Some(at);
-    next.version = n.version + 1;
-    next.updated_at = deps.clock.now();
     match deps.store.save_number(&next, n.version, None).await {
         Ok(()) | Err(crate::ports::WriteError::Changed) => Ok(()),
         Err(crate::ports::WriteError::Store(e)) => Err(e),

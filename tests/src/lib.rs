@@ -201,6 +201,23 @@ pub async fn sqs_queue(conf: &aws_config::SdkConfig) -> SqsQueue {
     SqsQueue::new(client, out.queue_url.unwrap())
 }
 
+/// Up to 10 messages, with the system attributes (receive count) Lambda passes on.
+pub async fn receive_batch(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    client
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+}
+
 /// An SQS Lambda event made of received messages, as the event source mapping builds it.
 pub fn sqs_event(msgs: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
     let mut event = SqsEvent::default();
@@ -351,15 +368,7 @@ impl TestApp {
         }
         let sqs = self.backend.sqs.as_ref().expect("a queue");
         let client = aws_sdk_sqs::Client::new(&emulator().await);
-        let out = client
-            .receive_message()
-            .queue_url(sqs.queue_url())
-            .max_number_of_messages(10)
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        let msgs = out.messages.unwrap_or_default();
+        let msgs = receive_batch(&client, sqs.queue_url()).await;
         let event = sqs_event(&msgs);
         let response = pipes_adapters::sqs_worker::handle_batch(self.worker_deps(), event, 5).await;
         let failed: Vec<String> = response

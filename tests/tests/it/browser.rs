@@ -145,20 +145,27 @@ async fn click(c: &Client, id: &str) {
     panic!("#{id} never became clickable");
 }
 
-#[tokio::test]
-async fn a_number_owner_connects_through_the_page_and_lands_back_at_the_partner() {
-    let Some(d) = driver().await else { return };
+/// The platform served on loopback, a partner site, and the browser on a fresh signup
+/// link; returns the app, the partner's landing URL and the session id.
+async fn open_signup_page(c: &Client) -> (TestApp, String, String) {
     let t = TestApp::spawn(Backend::embedded()).await;
     let addr = t.serve().await;
     let done = partner_site().await;
     let issued = t.issue(json!({"redirectUrl": done})).await.json();
     let token = issued["token"].as_str().unwrap();
-    let session_id = issued["sessionId"].as_str().unwrap();
-
-    let c = &d.client;
     c.goto(&format!("http://{addr}/apps/{}?token={token}", t.app.slug))
         .await
         .unwrap();
+    let session_id = issued["sessionId"].as_str().unwrap().to_owned();
+    (t, done, session_id)
+}
+
+#[tokio::test]
+async fn a_number_owner_connects_through_the_page_and_lands_back_at_the_partner() {
+    let Some(d) = driver().await else { return };
+    let (t, done, session_id) = open_signup_page(&d.client).await;
+    let session_id = session_id.as_str();
+    let c = &d.client;
     let heading = c
         .find(Locator::Id("app-name"))
         .await
@@ -184,17 +191,9 @@ async fn a_number_owner_connects_through_the_page_and_lands_back_at_the_partner(
 #[tokio::test]
 async fn a_number_owner_cancels_then_tries_again() {
     let Some(d) = driver().await else { return };
-    let t = TestApp::spawn(Backend::embedded()).await;
-    let addr = t.serve().await;
-    let done = partner_site().await;
-    let issued = t.issue(json!({"redirectUrl": done})).await.json();
-    let token = issued["token"].as_str().unwrap();
-    let session_id = issued["sessionId"].as_str().unwrap();
-
+    let (t, done, session_id) = open_signup_page(&d.client).await;
+    let session_id = session_id.as_str();
     let c = &d.client;
-    c.goto(&format!("http://{addr}/apps/{}?token={token}", t.app.slug))
-        .await
-        .unwrap();
     click(c, "connect").await;
     c.wait()
         .for_element(Locator::Id("sbx-step"))

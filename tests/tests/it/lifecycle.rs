@@ -267,15 +267,7 @@ async fn a_malformed_message_fails_alone_in_its_batch() {
         .await
         .unwrap();
     let b = signed_up(&t).await;
-    let out = client
-        .receive_message()
-        .queue_url(sqs.queue_url())
-        .max_number_of_messages(10)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-        .send()
-        .await
-        .unwrap();
-    let msgs = out.messages.unwrap();
+    let msgs = pipes_tests::receive_batch(&client, sqs.queue_url()).await;
     assert_eq!(msgs.len(), 3);
     let malformed = msgs
         .iter()

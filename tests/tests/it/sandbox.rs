@@ -9,6 +9,7 @@ use pipes_core::meta::{AccessToken, AuthCode, CanSend, GraphErrorKind, MetaGraph
 use pipes_core::{PhoneNumberId, WabaId};
 use pipes_sandbox::{
     Fault, FaultKind, NumberUpdate, SANDBOX_APP_ID, SANDBOX_APP_SECRET, Sandbox, SignupRequest,
+    SignupResult,
 };
 use pipes_tests::ManualClock;
 
@@ -57,6 +58,17 @@ async fn sandbox() -> (Sandbox, GraphClient, ManualClock, String) {
         clock,
         format!("http://{addr}"),
     )
+}
+
+/// A sandbox with one finished signup whose code the Graph client exchanged.
+async fn connected() -> (Sandbox, GraphClient, ManualClock, SignupResult, AccessToken) {
+    let (sandbox, graph, clock, _) = sandbox().await;
+    let s = sandbox.signup(SignupRequest::default()).unwrap();
+    let token = graph
+        .exchange_code(&AuthCode::parse(&s.code).unwrap())
+        .await
+        .unwrap();
+    (sandbox, graph, clock, s, token)
 }
 
 #[tokio::test]
@@ -146,12 +158,7 @@ async fn codes_live_thirty_seconds_and_are_single_use() {
 
 #[tokio::test]
 async fn revocation_invalidates_the_token() {
-    let (sandbox, graph, _, _) = sandbox().await;
-    let s = sandbox.signup(SignupRequest::default()).unwrap();
-    let token = graph
-        .exchange_code(&AuthCode::parse(&s.code).unwrap())
-        .await
-        .unwrap();
+    let (sandbox, graph, _, s, token) = connected().await;
     let phone = PhoneNumberId::parse(&s.phone_number_id).unwrap();
     assert_eq!(
         graph.health(&token, &phone).await.unwrap().can_send,
@@ -168,12 +175,7 @@ async fn revocation_invalidates_the_token() {
 
 #[tokio::test]
 async fn registration_is_limited_to_ten_in_seventy_two_hours() {
-    let (sandbox, graph, clock, _) = sandbox().await;
-    let s = sandbox.signup(SignupRequest::default()).unwrap();
-    let token = graph
-        .exchange_code(&AuthCode::parse(&s.code).unwrap())
-        .await
-        .unwrap();
+    let (_sandbox, graph, clock, s, token) = connected().await;
     let phone = PhoneNumberId::parse(&s.phone_number_id).unwrap();
     for _ in 0..10 {
         graph.register(&token, &phone, "123456").await.unwrap();
@@ -191,12 +193,7 @@ async fn registration_is_limited_to_ten_in_seventy_two_hours() {
 
 #[tokio::test]
 async fn health_and_subscriptions_follow_the_controls() {
-    let (sandbox, graph, _, _) = sandbox().await;
-    let s = sandbox.signup(SignupRequest::default()).unwrap();
-    let token = graph
-        .exchange_code(&AuthCode::parse(&s.code).unwrap())
-        .await
-        .unwrap();
+    let (sandbox, graph, _, s, token) = connected().await;
     let phone = PhoneNumberId::parse(&s.phone_number_id).unwrap();
     let waba = WabaId::parse(&s.waba_id).unwrap();
     for (set, want) in [
@@ -239,12 +236,7 @@ async fn health_and_subscriptions_follow_the_controls() {
 
 #[tokio::test]
 async fn faults_fail_the_next_calls_then_clear() {
-    let (sandbox, graph, _, _) = sandbox().await;
-    let s = sandbox.signup(SignupRequest::default()).unwrap();
-    let token = graph
-        .exchange_code(&AuthCode::parse(&s.code).unwrap())
-        .await
-        .unwrap();
+    let (sandbox, graph, _, s, token) = connected().await;
     let waba = WabaId::parse(&s.waba_id).unwrap();
     sandbox.add_fault(Fault::new("subscribed_apps", FaultKind::ServerError, 1).on("POST"));
     // The client retries the transient failure and succeeds.

@@ -36,15 +36,23 @@ macro_rules! plain_id {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        $crate::ids::id_string_impls!($name);
+    };
+}
+
+/// Display, Debug, and the String conversions serde uses, for an id newtype over a
+/// `String` with `fn parse(&str) -> Option<Self>`.
+macro_rules! id_string_impls {
+    ($name:ident) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(self, f)
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
             }
         }
 
@@ -62,6 +70,7 @@ macro_rules! plain_id {
         }
     };
 }
+pub(crate) use id_string_impls;
 
 plain_id!(
     /// An App (a partner integration): `app_` + 20 base62.

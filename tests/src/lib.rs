@@ -2,6 +2,7 @@
 //! an in-process app with request helpers, a clock tests can move, and log capture.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod iam;
 pub mod runtime_api;
 
 use std::sync::{Arc, Mutex};

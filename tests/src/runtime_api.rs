@@ -23,6 +23,9 @@ struct Shared {
     results: mpsc::UnboundedSender<Outcome>,
 }
 
+/// A function spawned under its template name: (logical id, environment, recorder).
+type Recorded = (String, Vec<(String, String)>, crate::iam::Recorder);
+
 /// What the function answered for one invocation.
 #[derive(Debug)]
 pub enum Outcome {
@@ -39,6 +42,8 @@ pub struct LambdaHarness {
     results: mpsc::UnboundedReceiver<Outcome>,
     child: Option<Child>,
     next_id: u64,
+    /// The function whose AWS calls are recorded, its environment and the recorder.
+    recorded: Option<Recorded>,
 }
 
 async fn next(State(s): State<Shared>) -> impl IntoResponse {
@@ -136,6 +141,7 @@ impl LambdaHarness {
             results: rx,
             child: None,
             next_id: 0,
+            recorded: None,
         }
     }
 
@@ -169,6 +175,54 @@ impl LambdaHarness {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn the function"));
+    }
+
+    /// Like `spawn`, as the template's `function` (its logical id): every AWS call goes
+    /// through a recorder in front of moto, for `assert_least_privilege`.
+    pub async fn spawn_as<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        &mut self,
+        function: &str,
+        binary: &Path,
+        env: &[(K, V)],
+    ) {
+        let recorder = crate::iam::Recorder::start().await;
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_ref().to_string_lossy().into_owned(),
+                    v.as_ref().to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+        let mut with_proxy = env.clone();
+        with_proxy.push(("AWS_ENDPOINT_URL".into(), recorder.endpoint()));
+        self.spawn(binary, &with_proxy);
+        self.recorded = Some((function.to_owned(), env, recorder));
+    }
+
+    /// Fails unless every AWS call the function made so far is one its own policy in
+    /// `template.yaml` (and the KMS key's policy) allows; returns the calls.
+    pub fn assert_least_privilege(&self) -> Vec<crate::iam::Call> {
+        use crate::iam::{Bindings, FunctionPolicy, TEMPLATE, Template};
+        let (function, env, recorder) = self.recorded.as_ref().expect("spawned with spawn_as");
+        let template = Template::parse(TEMPLATE).expect("template.yaml parses");
+        let bindings = Bindings::for_env(&template, env);
+        let policy = FunctionPolicy::from_template(&template, function, &bindings)
+            .unwrap_or_else(|e| panic!("{function}'s policy: {e}"));
+        let calls = recorder.calls();
+        assert!(
+            !calls.is_empty(),
+            "{function} made no AWS call through the recorder"
+        );
+        let refused = policy.refused(&calls);
+        assert!(
+            refused.is_empty(),
+            "{function} made AWS calls its policy in template.yaml does not allow:\n{}",
+            refused.join("\n")
+        );
+        calls
     }
 
     /// Invokes the function with `event` and returns what it answered.

@@ -21,13 +21,16 @@ async fn the_bootstrap_sweeps_due_numbers_and_emits_metrics() {
     env.push(("SWEEP_CONCURRENCY", "4".into()));
     env.push(("SWEEP_MAX_INLINE", "1000".into()));
     let mut lambda = LambdaHarness::start().await;
-    lambda.spawn(Path::new(BINARY), &env);
+    lambda
+        .spawn_as("HealthSweepFunction", Path::new(BINARY), &env)
+        .await;
     let outcome = lambda.invoke(serde_json::from_str(EVENT).unwrap()).await;
     let Outcome::Response { body, .. } = outcome else {
         panic!("{outcome:?}")
     };
     assert_eq!(body["checked"], 5, "{body}");
     assert_eq!(body["transitions"], 1);
+    lambda.assert_least_privilege();
     let stdout = lambda.stop();
     let emf: serde_json::Value = stdout
         .lines()

@@ -48,7 +48,13 @@ async fn the_bootstrap_serves_the_numbers_routes() {
     let (key, phone) = (t.key.expose(), signup.phone_number_id.as_str());
 
     let mut lambda = LambdaHarness::start().await;
-    lambda.spawn(Path::new(BINARY), &t.function_env().await);
+    lambda
+        .spawn_as(
+            "NumbersApiFunction",
+            Path::new(BINARY),
+            &t.function_env().await,
+        )
+        .await;
     let (status, list) = response(lambda.invoke(event("list-numbers.json", key, phone)).await);
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["numbers"][0]["phoneNumberId"], phone);
@@ -76,4 +82,5 @@ async fn the_bootstrap_serves_the_numbers_routes() {
     assert_eq!(status, 204);
     let (_, gone) = response(lambda.invoke(event("get-number.json", key, phone)).await);
     assert_eq!(gone["health"]["status"], "removed");
+    lambda.assert_least_privilege();
 }

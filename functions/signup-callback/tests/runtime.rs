@@ -77,19 +77,22 @@ async fn the_bootstrap_serves_the_page_and_completes_a_signup() {
     let token = issued.token.expose().to_owned();
 
     let mut lambda = LambdaHarness::start().await;
-    lambda.spawn(
-        Path::new(BINARY),
-        &[
-            ("TABLE_NAME", store.table()),
-            ("PUBLIC_BASE_URL", "https://connect.pipes.test"),
-            ("KMS_KEY_ID", &key_id),
-            ("SETUP_QUEUE_URL", queue.queue_url()),
-            ("META_APP_ID", SANDBOX_APP_ID),
-            ("META_CONFIG_ID", SANDBOX_CONFIG_ID),
-            ("META_APP_SECRET_PARAMETER", &parameter),
-            ("META_GRAPH_BASE_URL", &graph),
-        ],
-    );
+    lambda
+        .spawn_as(
+            "SignupCallbackFunction",
+            Path::new(BINARY),
+            &[
+                ("TABLE_NAME", store.table()),
+                ("PUBLIC_BASE_URL", "https://connect.pipes.test"),
+                ("KMS_KEY_ID", &key_id),
+                ("SETUP_QUEUE_URL", queue.queue_url()),
+                ("META_APP_ID", SANDBOX_APP_ID),
+                ("META_CONFIG_ID", SANDBOX_CONFIG_ID),
+                ("META_APP_SECRET_PARAMETER", &parameter),
+                ("META_GRAPH_BASE_URL", &graph),
+            ],
+        )
+        .await;
 
     let event: Value = serde_json::from_str(&PAGE.replace(SAMPLE_TOKEN, &token)).unwrap();
     let (status, headers, html) = response(lambda.invoke(event).await);
@@ -133,6 +136,7 @@ async fn the_bootstrap_serves_the_page_and_completes_a_signup() {
         .unwrap_or_default();
     assert_eq!(msgs.len(), 1);
     assert!(msgs[0].body().unwrap().contains(&signup.phone_number_id));
+    lambda.assert_least_privilege();
 }
 
 #[tokio::test]

@@ -35,13 +35,16 @@ async fn the_bootstrap_answers_the_sample_events_from_dynamodb() {
     let key = created.key.expose();
 
     let mut lambda = LambdaHarness::start().await;
-    lambda.spawn(
-        Path::new(BINARY),
-        &[
-            ("TABLE_NAME", store.table()),
-            ("PUBLIC_BASE_URL", "https://connect.pipes.test"),
-        ],
-    );
+    lambda
+        .spawn_as(
+            "TokenIssuerFunction",
+            Path::new(BINARY),
+            &[
+                ("TABLE_NAME", store.table()),
+                ("PUBLIC_BASE_URL", "https://connect.pipes.test"),
+            ],
+        )
+        .await;
     let event: Value = serde_json::from_str(&POST_TOKEN.replace(SAMPLE_KEY, key)).unwrap();
     let (status, issued) = response(lambda.invoke(event).await);
     assert_eq!(status, 200, "{issued}");
@@ -70,6 +73,7 @@ async fn the_bootstrap_answers_the_sample_events_from_dynamodb() {
         (status, err["error"]["code"].as_str()),
         (401, Some("unauthorized"))
     );
+    lambda.assert_least_privilege();
 }
 
 #[tokio::test]

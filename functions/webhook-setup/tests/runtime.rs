@@ -19,7 +19,13 @@ async fn the_bootstrap_runs_a_batch_and_reports_only_the_malformed_message() {
     assert_eq!(t.finish(&token, &signup).await.status, 200);
 
     let mut lambda = LambdaHarness::start().await;
-    lambda.spawn(Path::new(BINARY), &t.function_env().await);
+    lambda
+        .spawn_as(
+            "WebhookSetupFunction",
+            Path::new(BINARY),
+            &t.function_env().await,
+        )
+        .await;
     let event = BATCH
         .replace("app_SAMPLEsampleSAMPLE00", t.app.id.as_str())
         .replace("100000000000003", &signup.phone_number_id);
@@ -35,6 +41,7 @@ async fn the_bootstrap_runs_a_batch_and_reports_only_the_malformed_message() {
     let n = t.store.number(&t.app.id, &phone).await.unwrap().unwrap();
     assert_eq!(n.health.status, HealthStatus::Healthy);
     assert!(t.sandbox.is_subscribed(&signup.waba_id));
+    lambda.assert_least_privilege();
 }
 
 #[tokio::test]

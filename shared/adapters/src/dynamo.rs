@@ -8,6 +8,17 @@
 //! | key listing | `APP#{appId}` | `KEY#{keyId}` | lets an App's keys be listed and revoked by id |
 //! | session | `SES#{sessionId}` | `SES` | `ttl` = expiry + retention |
 //! | token lookup | `TOK#{sha256}` | `TOK` | finds a session by its token's hash |
+//! | number | `NUM#{appId}` | `NUM#{phoneNumberId}` | the whole record in `record`; `gsi1pk`/`gsi1sk` while a check is due |
+//! | platform owner | `PHONE#{phoneNumberId}` | `PHONE` | one App per number across the platform |
+//! | WABA membership | `WABA#{wabaId}` | `NUM#{phoneNumberId}` | a WABA's live numbers, across Apps |
+//! | health history | `HIST#{appId}` | `HIST#{phone}#{millis}#{rand}` | newest last |
+//!
+//! Index `gsi1` (keys only): `gsi1pk` = `DUE#{shard}` (16 shards), `gsi1sk` =
+//! `{due millis}#{appId}#{phone}`: the sweep's due numbers without a Scan.
+//!
+//! The partition-key prefixes are what each function's IAM policy grants
+//! (`dynamodb:LeadingKeys`): App records and keys (`APP#`, `KEY#`, `SLUG#`) are written
+//! only by the admin CLI, so numbers and history live in partitions of their own.
 //!
 //! Every attribute name in an expression is aliased (`#n`), as DynamoDB requires for
 //! reserved words. Writes that must be unique are conditional, in one transaction.
@@ -622,6 +633,14 @@ impl SessionStore for DynamoStore {
     }
 }
 
+fn numbers_pk(app: &AppId) -> String {
+    format!("NUM#{app}")
+}
+
+fn history_pk(app: &AppId) -> String {
+    format!("HIST#{app}")
+}
+
 fn number_sk(phone: &PhoneNumberId) -> String {
     format!("NUM#{phone}")
 }
@@ -641,7 +660,7 @@ fn due_shard(phone: &PhoneNumberId) -> String {
 fn number_item(number: &Number) -> Result<Item, StoreError> {
     let version = i64::try_from(number.version).map_err(|_| corrupt("version"))?;
     let mut item: Item = HashMap::from([
-        ("pk".into(), s(app_pk(&number.app_id))),
+        ("pk".into(), s(numbers_pk(&number.app_id))),
         ("sk".into(), s(number_sk(&number.phone_number_id))),
         ("appId".into(), s(number.app_id.as_str())),
         ("phoneNumberId".into(), s(number.phone_number_id.as_str())),
@@ -698,7 +717,7 @@ fn number_from(item: &Item) -> Result<Number, StoreError> {
 
 fn history_item(number: &Number, event: &HealthEvent) -> Result<Item, StoreError> {
     Ok(HashMap::from([
-        ("pk".into(), s(app_pk(&number.app_id))),
+        ("pk".into(), s(history_pk(&number.app_id))),
         (
             "sk".into(),
             s(format!(
@@ -748,7 +767,7 @@ impl NumberStore for DynamoStore {
         app: &AppId,
         phone: &PhoneNumberId,
     ) -> Result<Option<Number>, StoreError> {
-        self.get(app_pk(app), &number_sk(phone))
+        self.get(numbers_pk(app), &number_sk(phone))
             .await?
             .map(|i| number_from(&i))
             .transpose()
@@ -876,7 +895,7 @@ impl NumberStore for DynamoStore {
         let mut numbers = Vec::new();
         let mut start: Option<Item> = after.map(|a| {
             HashMap::from([
-                ("pk".to_owned(), s(app_pk(app))),
+                ("pk".to_owned(), s(numbers_pk(app))),
                 ("sk".to_owned(), s(number_sk(a))),
             ])
         });
@@ -890,7 +909,7 @@ impl NumberStore for DynamoStore {
                 .key_condition_expression("#pk = :pk AND begins_with(#sk, :num)")
                 .expression_attribute_names("#pk", "pk")
                 .expression_attribute_names("#sk", "sk")
-                .expression_attribute_values(":pk", s(app_pk(app)))
+                .expression_attribute_values(":pk", s(numbers_pk(app)))
                 .expression_attribute_values(":num", s("NUM#"))
                 .consistent_read(true)
                 .limit(i32::try_from(wanted - numbers.len()).unwrap_or(i32::MAX))
@@ -952,7 +971,7 @@ impl NumberStore for DynamoStore {
             .key_condition_expression("#pk = :pk AND begins_with(#sk, :hist)")
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#sk", "sk")
-            .expression_attribute_values(":pk", s(app_pk(app)))
+            .expression_attribute_values(":pk", s(history_pk(app)))
             .expression_attribute_values(":hist", s(format!("HIST#{phone}#")))
             .scan_index_forward(false)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))

@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
             "redriven": report.redriven,
             "fannedOut": report.fanned_out,
             "stoppedEarly": report.stopped_early,
+            "appCredentialsRejected": report.app_credentials_rejected,
         }))
     }))
     .await

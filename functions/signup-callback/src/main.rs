@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pipes_adapters::config::{self, AwsPlatform};
 use pipes_core::SystemClock;
-use pipes_http::{ApiState, PageConfig, SignupState, signup_router};
+use pipes_http::{ApiState, InvocationDeadline, PageConfig, SignupState, signup_router};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -29,7 +29,15 @@ async fn main() -> anyhow::Result<()> {
         queue: Arc::new(p.queue),
         page,
     };
-    lambda_http::run(signup_router(state))
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
+    let app = signup_router(state).layer(axum::middleware::map_request(invocation_deadline));
+    lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Hands the invocation's deadline to the routes, so a completion stops in time.
+async fn invocation_deadline(mut req: axum::extract::Request) -> axum::extract::Request {
+    if let Some(ctx) = req.extensions().get::<lambda_http::Context>() {
+        let at = ctx.deadline();
+        req.extensions_mut().insert(InvocationDeadline(at));
+    }
+    req
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pipes_core::meta::{
-    AccessToken, AuthCode, CanSend, GranularScope, GraphError, GraphErrorKind, MessagingHealth,
-    MetaGraph, TokenFacts, WabaNumber,
+    AccessToken, AuthCode, CanSend, EntityHealth, GranularScope, GraphError, GraphErrorKind,
+    HealthIssue, MessagingHealth, MetaGraph, TokenFacts, WabaInfo, WabaNumber,
 };
 use pipes_core::number::Profile;
 use pipes_core::{PhoneNumberId, WabaId};
@@ -164,6 +164,38 @@ struct MetaError {
     error_subcode: Option<i64>,
     #[serde(default)]
     is_transient: bool,
+    #[serde(default)]
+    error_data: Option<ErrorData>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorData {
+    #[serde(default)]
+    details: Option<String>,
+}
+
+/// Calls whose failures can be about *our* app rather than the owner's token.
+const EXCHANGE: &str = "code exchange";
+const DEBUG_TOKEN: &str = "debug_token";
+
+/// Whose fault: on the exchange, `code 1` ("Error validating client secret", not
+/// transient) and `101` (invalid application) refuse our app's credentials; on
+/// `debug_token`, whose access token is our app token, so do 190/102 and permission
+/// errors. Everywhere else the classification by code stands.
+fn whose_fault(what: &str, e: &MetaError, kind: GraphErrorKind) -> GraphErrorKind {
+    match (what, e.code) {
+        (EXCHANGE, Some(1)) if !e.is_transient => GraphErrorKind::AppCredentials,
+        (EXCHANGE | DEBUG_TOKEN, Some(101)) => GraphErrorKind::AppCredentials,
+        (DEBUG_TOKEN, _)
+            if matches!(
+                kind,
+                GraphErrorKind::TokenInvalid | GraphErrorKind::Permission
+            ) =>
+        {
+            GraphErrorKind::AppCredentials
+        }
+        _ => kind,
+    }
 }
 
 /// The largest `estimated_time_to_regain_access` (minutes) in Meta's usage headers.
@@ -218,11 +250,15 @@ async fn parse<T: for<'de> Deserialize<'de>>(what: &str, res: Response) -> Resul
             kind
         };
         return Err(GraphError {
-            kind,
+            kind: whose_fault(what, &error, kind),
             code: error.code,
             subcode: error.error_subcode,
             message: format!("{what}: {}", truncate(&error.message)),
             retry_after,
+            details: error
+                .error_data
+                .and_then(|d| d.details)
+                .map(|d| truncate(&d)),
         });
     }
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -235,19 +271,18 @@ async fn parse<T: for<'de> Deserialize<'de>>(what: &str, res: Response) -> Resul
     }
     if !status.is_success() {
         return Err(GraphError {
-            kind: GraphErrorKind::Other,
-            code: None,
-            subcode: None,
-            message: format!("{what}: HTTP {}", status.as_u16()),
             retry_after,
+            ..GraphError::of_kind(
+                GraphErrorKind::Other,
+                format!("{what}: HTTP {}", status.as_u16()),
+            )
         });
     }
-    serde_json::from_slice(&bytes).map_err(|_| GraphError {
-        kind: GraphErrorKind::Other,
-        code: None,
-        subcode: None,
-        message: format!("{what}: unexpected response shape"),
-        retry_after: None,
+    serde_json::from_slice(&bytes).map_err(|_| {
+        GraphError::of_kind(
+            GraphErrorKind::Other,
+            format!("{what}: unexpected response shape"),
+        )
     })
 }
 
@@ -317,6 +352,8 @@ struct NumberBody {
     name_status: Option<String>,
     #[serde(default)]
     platform_type: Option<String>,
+    #[serde(default)]
+    code_verification_status: Option<String>,
 }
 
 impl NumberBody {
@@ -328,6 +365,7 @@ impl NumberBody {
             status: self.status,
             name_status: self.name_status,
             platform_type: self.platform_type,
+            code_verification_status: self.code_verification_status,
         }
     }
 }
@@ -347,20 +385,43 @@ struct HealthBody {
 struct HealthStatusBody {
     can_send_message: String,
     #[serde(default)]
-    entities: Vec<Value>,
+    entities: Vec<EntityBody>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EntityBody {
+    #[serde(default)]
+    entity_type: String,
+    #[serde(default)]
+    can_send_message: Option<String>,
+    #[serde(default)]
+    errors: Vec<EntityError>,
+    #[serde(default)]
+    additional_info: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EntityError {
+    #[serde(default)]
+    error_code: Option<i64>,
+    #[serde(default)]
+    error_description: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct WabaBody {
+    #[serde(default)]
+    account_review_status: Option<String>,
 }
 
 fn expect_success(what: &str, s: Success) -> Result<(), GraphError> {
     if s.success {
         Ok(())
     } else {
-        Err(GraphError {
-            kind: GraphErrorKind::Other,
-            code: None,
-            subcode: None,
-            message: format!("{what}: Meta answered success=false"),
-            retry_after: None,
-        })
+        Err(GraphError::of_kind(
+            GraphErrorKind::Other,
+            format!("{what}: Meta answered success=false"),
+        ))
     }
 }
 
@@ -384,7 +445,7 @@ const MAX_PAGES: usize = 20;
 impl MetaGraph for GraphClient {
     async fn exchange_code(&self, code: &AuthCode) -> Result<AccessToken, GraphError> {
         let body: Exchanged = self
-            .call("code exchange", Retry::Never, || {
+            .call(EXCHANGE, Retry::Never, || {
                 Ok(self
                     .request(Method::GET, "oauth/access_token", None)?
                     .query(&[
@@ -404,7 +465,7 @@ impl MetaGraph for GraphClient {
             self.cfg.app_secret.expose_secret()
         );
         let body: DebugTokenBody = self
-            .call("debug_token", Retry::Idempotent, || {
+            .call(DEBUG_TOKEN, Retry::Idempotent, || {
                 Ok(self.request(Method::GET, "debug_token", None)?.query(&[
                     ("input_token", token.expose()),
                     ("access_token", app_token.as_str()),
@@ -435,7 +496,7 @@ impl MetaGraph for GraphClient {
         for _ in 0..MAX_PAGES {
             let page: Page<NumberBody> = self
                 .call("list WABA numbers", Retry::Idempotent, || {
-                    let mut q = vec![("fields", "id,display_phone_number,verified_name,quality_rating,name_status,platform_type")];
+                    let mut q = vec![("fields", "id,display_phone_number,verified_name,quality_rating,name_status,platform_type,code_verification_status")];
                     if let Some(a) = &after {
                         q.push(("after", a.as_str()));
                     }
@@ -514,6 +575,35 @@ impl MetaGraph for GraphClient {
         expect_success("register number", s)
     }
 
+    async fn deregister(
+        &self,
+        token: &AccessToken,
+        phone: &PhoneNumberId,
+    ) -> Result<(), GraphError> {
+        let path = format!("{phone}/deregister");
+        // Not retried: it counts against the same budget as registration.
+        let s: Success = self
+            .call("deregister number", Retry::Never, || {
+                self.request(Method::POST, &path, Some(token))
+            })
+            .await?;
+        expect_success("deregister number", s)
+    }
+
+    async fn waba_info(&self, token: &AccessToken, waba: &WabaId) -> Result<WabaInfo, GraphError> {
+        let path = waba.to_string();
+        let body: WabaBody = self
+            .call("read WABA", Retry::Idempotent, || {
+                Ok(self
+                    .request(Method::GET, &path, Some(token))?
+                    .query(&[("fields", "account_review_status")]))
+            })
+            .await?;
+        Ok(WabaInfo {
+            account_review_status: body.account_review_status,
+        })
+    }
+
     async fn profile(
         &self,
         token: &AccessToken,
@@ -543,44 +633,31 @@ impl MetaGraph for GraphClient {
                     .query(&[("fields", "health_status")]))
             })
             .await?;
-        let can_send = match body.health_status.can_send_message.as_str() {
-            "AVAILABLE" => CanSend::Available,
-            "LIMITED" => CanSend::Limited,
-            "BLOCKED" => CanSend::Blocked,
-            _ => {
-                return Err(GraphError {
-                    kind: GraphErrorKind::Other,
-                    code: None,
-                    subcode: None,
-                    message: "read health status: unknown can_send_message".into(),
-                    retry_after: None,
-                });
-            }
-        };
-        let mut details = Vec::new();
-        for entity in &body.health_status.entities {
-            for e in entity
-                .get("errors")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(d) = e.get("error_description").and_then(Value::as_str) {
-                    details.push(truncate(d));
-                }
-            }
-            for info in entity
-                .get("additional_info")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(d) = info.as_str() {
-                    details.push(truncate(d));
-                }
-            }
-        }
-        Ok(MessagingHealth { can_send, details })
+        let status = body.health_status;
+        let can_send = CanSend::parse(&status.can_send_message).ok_or_else(|| {
+            GraphError::of_kind(
+                GraphErrorKind::Other,
+                "read health status: unknown can_send_message",
+            )
+        })?;
+        let entities = status
+            .entities
+            .into_iter()
+            .map(|e| EntityHealth {
+                entity_type: truncate(&e.entity_type),
+                can_send: e.can_send_message.as_deref().and_then(CanSend::parse),
+                errors: e
+                    .errors
+                    .into_iter()
+                    .map(|i| HealthIssue {
+                        code: i.error_code,
+                        description: truncate(&i.error_description),
+                    })
+                    .collect(),
+                additional_info: e.additional_info.iter().map(|s| truncate(s)).collect(),
+            })
+            .collect();
+        Ok(MessagingHealth { can_send, entities })
     }
 
     fn app_id(&self) -> &str {

@@ -36,6 +36,12 @@ pub fn sweep_emf(report: &SweepReport, timestamp_ms: i64) -> Value {
     doc.insert("DurationMs".into(), json!(report.duration_ms as u64));
     doc.insert("StoppedEarly".into(), json!(u8::from(report.stopped_early)));
     metrics.push(json!({"Name": "StoppedEarly", "Unit": "Count"}));
+    // Meta refused our app's credentials: an operator must fix the app secret.
+    doc.insert(
+        "AppCredentialsRejected".into(),
+        json!(u8::from(report.app_credentials_rejected)),
+    );
+    metrics.push(json!({"Name": "AppCredentialsRejected", "Unit": "Count"}));
     doc.insert(
         "_aws".into(),
         json!({
@@ -69,7 +75,7 @@ mod tests {
         let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();
-        assert_eq!(declared.len(), 13);
+        assert_eq!(declared.len(), 14);
         for m in declared {
             let name = m["Name"].as_str().unwrap();
             assert!(doc[name].is_number(), "{name} has no value");
@@ -78,6 +84,7 @@ mod tests {
         assert_eq!(doc["CheckedHealthy"], 6);
         assert_eq!(doc["CheckedDown"], 1);
         assert_eq!(doc["BecameDown"], 1);
+        assert_eq!(doc["AppCredentialsRejected"], 0);
         assert_eq!(doc["Function"], "health-sweep");
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "PipesBot");
     }

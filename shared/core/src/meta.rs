@@ -67,6 +67,10 @@ pub enum GraphErrorKind {
     Transient,
     /// Blocked by policy (368).
     Policy,
+    /// Meta refused *our* app's credentials (a rotated or mis-set app secret: the
+    /// exchange's `code 1`/`101`, a 190 on `debug_token`'s app access token). Nothing
+    /// about the owner's number follows from it; an operator must fix the secret.
+    AppCredentials,
     /// Anything else: a request Meta refused as invalid.
     Other,
 }
@@ -81,6 +85,8 @@ pub struct GraphError {
     pub message: String,
     /// From the usage headers, when Meta throttled us.
     pub retry_after: Option<Duration>,
+    /// Meta's `error_data.details` (e.g. how long to wait after error 133008).
+    pub details: Option<String>,
 }
 
 impl GraphError {
@@ -91,6 +97,15 @@ impl GraphError {
             subcode: None,
             message: message.into(),
             retry_after: None,
+            details: None,
+        }
+    }
+
+    /// An error of `kind` with no code from Meta (a shape we could not use, ...).
+    pub fn of_kind(kind: GraphErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            ..Self::transient(message)
         }
     }
 
@@ -144,6 +159,21 @@ pub const WABA_SCOPES: [&str; 2] = [
 ];
 
 impl TokenFacts {
+    /// The WABA the owner just shared, when the page could not say: the first target of
+    /// `whatsapp_business_management` (Meta lists the most recently onboarded first).
+    /// `None` when the scope names no targets (a token reaching every asset).
+    pub fn shared_waba(&self) -> Option<WabaId> {
+        self.granular_scopes
+            .iter()
+            .filter(|g| g.scope == WABA_SCOPES[0])
+            .find_map(|g| {
+                g.target_ids
+                    .as_ref()?
+                    .iter()
+                    .find_map(|id| WabaId::parse(id))
+            })
+    }
+
     /// Whether the token reaches this WABA, by membership in the granular scopes'
     /// targets (their order is not stable).
     pub fn covers_waba(&self, waba: &WabaId) -> bool {
@@ -164,19 +194,108 @@ pub struct WabaNumber {
     pub profile: Profile,
 }
 
-/// `health_status.can_send_message`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `health_status.can_send_message`, best first (so `max` is the worst).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CanSend {
     Available,
     Limited,
     Blocked,
 }
 
+impl CanSend {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "AVAILABLE" => Some(Self::Available),
+            "LIMITED" => Some(Self::Limited),
+            "BLOCKED" => Some(Self::Blocked),
+            _ => None,
+        }
+    }
+}
+
+/// One of Meta's errors on a health entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthIssue {
+    pub code: Option<i64>,
+    pub description: String,
+}
+
+/// What Meta says of one entity behind the number (PHONE_NUMBER, WABA, BUSINESS, APP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityHealth {
+    pub entity_type: String,
+    /// `can_send_message`; `None` when the entity does not say.
+    pub can_send: Option<CanSend>,
+    /// Errors listed on the entity. Entities also carry calling fields
+    /// (`can_receive_call_sip`) whose errors share this list: those are no messaging
+    /// evidence, see [`MessagingHealth::verdict`].
+    pub errors: Vec<HealthIssue>,
+    pub additional_info: Vec<String>,
+}
+
+/// `health_status` as Meta reports it: the aggregate and each entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessagingHealth {
+    /// Meta's aggregate `can_send_message`; not trusted when entities are given (Meta's
+    /// own sample says BLOCKED for a number whose only problem is SIP calling).
     pub can_send: CanSend,
-    /// Meta's explanations (error descriptions, additional info), for the message.
-    pub details: Vec<String>,
+    pub entities: Vec<EntityHealth>,
+}
+
+/// Error codes Meta uses for calling (SIP) problems: never messaging evidence.
+fn is_calling_error(code: Option<i64>) -> bool {
+    code.is_some_and(|c| (138_000..139_000).contains(&c))
+}
+
+impl MessagingHealth {
+    /// Whether the number can send messages, worked out from each entity's
+    /// `can_send_message` (the worst wins), and a message naming the entities that
+    /// limit or block it with Meta's error codes. Errors on an entity that can send,
+    /// and calling errors, say nothing about messaging and are left out.
+    pub fn verdict(&self) -> (CanSend, String) {
+        let rated: Vec<(&EntityHealth, CanSend)> = self
+            .entities
+            .iter()
+            .filter_map(|e| e.can_send.map(|c| (e, c)))
+            .collect();
+        if rated.is_empty() {
+            return (self.can_send, String::new());
+        }
+        let worst = rated
+            .iter()
+            .map(|(_, c)| *c)
+            .max()
+            .unwrap_or(CanSend::Available);
+        let parts: Vec<String> = rated
+            .iter()
+            .filter(|(_, c)| *c == worst && worst != CanSend::Available)
+            .map(|(e, _)| {
+                let mut notes: Vec<String> = e
+                    .errors
+                    .iter()
+                    .filter(|i| !is_calling_error(i.code))
+                    .map(|i| match i.code {
+                        Some(code) => format!("{code} {}", i.description),
+                        None => i.description.clone(),
+                    })
+                    .collect();
+                notes.extend(e.additional_info.iter().cloned());
+                if notes.is_empty() {
+                    e.entity_type.clone()
+                } else {
+                    format!("{}: {}", e.entity_type, notes.join("; "))
+                }
+            })
+            .collect();
+        (worst, parts.join(" | "))
+    }
+}
+
+/// What the WABA itself says (`GET /{waba}?fields=account_review_status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WabaInfo {
+    /// `APPROVED`, `PENDING` or `REJECTED`.
+    pub account_review_status: Option<String>,
 }
 
 /// The Graph API calls the platform makes.
@@ -204,6 +323,13 @@ pub trait MetaGraph: Send + Sync + fmt::Debug {
         phone: &PhoneNumberId,
         pin: &str,
     ) -> Result<(), GraphError>;
+    /// Counts against the same 10-per-72-h budget as `register`.
+    async fn deregister(
+        &self,
+        token: &AccessToken,
+        phone: &PhoneNumberId,
+    ) -> Result<(), GraphError>;
+    async fn waba_info(&self, token: &AccessToken, waba: &WabaId) -> Result<WabaInfo, GraphError>;
     async fn profile(
         &self,
         token: &AccessToken,
@@ -235,6 +361,55 @@ mod tests {
         assert_eq!(GraphError::classify(999, None, true), Transient);
         assert_eq!(GraphError::classify(200, None, false), Permission);
         assert_eq!(GraphError::classify(368, None, false), Policy);
+    }
+
+    fn entity(kind: &str, can: &str, errors: &[(i64, &str)]) -> EntityHealth {
+        EntityHealth {
+            entity_type: kind.into(),
+            can_send: CanSend::parse(can),
+            errors: errors
+                .iter()
+                .map(|(c, d)| HealthIssue {
+                    code: Some(*c),
+                    description: (*d).into(),
+                })
+                .collect(),
+            additional_info: vec![],
+        }
+    }
+
+    #[test]
+    fn the_verdict_comes_from_the_entities_not_calling_errors() {
+        // Meta's SIP sample: aggregate BLOCKED, every entity can send.
+        let sip = MessagingHealth {
+            can_send: CanSend::Blocked,
+            entities: vec![
+                entity("PHONE_NUMBER", "AVAILABLE", &[(138024, "SIP not enabled")]),
+                entity("WABA", "AVAILABLE", &[]),
+                entity("BUSINESS", "AVAILABLE", &[]),
+                entity("APP", "AVAILABLE", &[(138025, "no SIP server")]),
+            ],
+        };
+        assert_eq!(sip.verdict().0, CanSend::Available);
+        let waba_blocked = MessagingHealth {
+            can_send: CanSend::Blocked,
+            entities: vec![
+                entity("PHONE_NUMBER", "LIMITED", &[]),
+                entity(
+                    "WABA",
+                    "BLOCKED",
+                    &[(141010, "The Business has been restricted.")],
+                ),
+            ],
+        };
+        let (can, message) = waba_blocked.verdict();
+        assert_eq!(can, CanSend::Blocked);
+        assert_eq!(message, "WABA: 141010 The Business has been restricted.");
+        let no_entities = MessagingHealth {
+            can_send: CanSend::Limited,
+            entities: vec![],
+        };
+        assert_eq!(no_entities.verdict().0, CanSend::Limited);
     }
 
     #[test]

@@ -98,10 +98,21 @@ pub enum HealthReason {
     CheckFailing,
     NumberNotFound,
     PartnerRemoved,
+    /// Meta rates the number's quality RED.
+    QualityLow,
+    /// Meta declined the display name.
+    NameDeclined,
+    /// Meta rejected the WhatsApp Business Account in review.
+    AccountRejected,
+    /// Registration refused: the number has a two-step verification PIN set elsewhere
+    /// (133005); the owner must turn it off, then the App asks for a new attempt.
+    TwoStepPinMismatch,
+    /// Registration refused: the number must be verified first (133006).
+    NumberUnverified,
 }
 
 impl HealthReason {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 18] = [
         Self::SetupPending,
         Self::SetupFailed,
         Self::RegistrationDeferred,
@@ -115,6 +126,11 @@ impl HealthReason {
         Self::CheckFailing,
         Self::NumberNotFound,
         Self::PartnerRemoved,
+        Self::QualityLow,
+        Self::NameDeclined,
+        Self::AccountRejected,
+        Self::TwoStepPinMismatch,
+        Self::NumberUnverified,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -132,6 +148,11 @@ impl HealthReason {
             Self::CheckFailing => "check_failing",
             Self::NumberNotFound => "number_not_found",
             Self::PartnerRemoved => "partner_removed",
+            Self::QualityLow => "quality_low",
+            Self::NameDeclined => "name_declined",
+            Self::AccountRejected => "account_rejected",
+            Self::TwoStepPinMismatch => "two_step_pin_mismatch",
+            Self::NumberUnverified => "number_unverified",
         }
     }
 
@@ -193,6 +214,13 @@ pub struct SetupState {
     /// delivery must not make Meta calls twice).
     #[serde(default)]
     pub lease_until: Option<DateTime<Utc>>,
+    /// Registration waits for the owner (Meta's error code, e.g. 133005): no register
+    /// call is made until the App asks for a new attempt (`POST .../setup`).
+    #[serde(default)]
+    pub owner_action: Option<i64>,
+    /// A WhatsApp Business app number (coexistence): never registered by us.
+    #[serde(default)]
+    pub coexistence: bool,
 }
 
 /// What `debug_token` said about the business token (never the token itself).
@@ -213,6 +241,9 @@ pub struct Profile {
     pub status: Option<String>,
     pub name_status: Option<String>,
     pub platform_type: Option<String>,
+    /// `VERIFIED`, `NOT_VERIFIED`, `EXPIRED`, ...
+    #[serde(default)]
+    pub code_verification_status: Option<String>,
 }
 
 /// A connected number, owned by one App. Serialized whole as the stored record.

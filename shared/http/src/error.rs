@@ -125,9 +125,13 @@ impl From<SignupError> for ApiError {
             SignupError::TokenNotFound => StatusCode::NOT_FOUND,
             SignupError::TokenExpired | SignupError::TokenUsed => StatusCode::GONE,
             SignupError::InProgress | SignupError::LinkedToAnotherApp => StatusCode::CONFLICT,
-            SignupError::MetaValidation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            SignupError::MetaValidation(_)
+            | SignupError::NoPhoneNumber
+            | SignupError::PhoneNumberAmbiguous => StatusCode::UNPROCESSABLE_ENTITY,
             SignupError::ExchangeFailed => StatusCode::BAD_GATEWAY,
-            SignupError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            SignupError::Unavailable
+            | SignupError::AppCredentials
+            | SignupError::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
         };
         let message = match &e {
             SignupError::Store(_) | SignupError::Unavailable => {
@@ -150,6 +154,9 @@ impl From<NumbersError> for ApiError {
                 "the number was removed; connect it again to check it",
             ),
             NumbersError::Unavailable => Self::unavailable(),
+            e @ NumbersError::SetupComplete => {
+                Self::new(StatusCode::CONFLICT, "setup_complete", e.to_string())
+            }
             NumbersError::Store(e) => e.into(),
         }
     }

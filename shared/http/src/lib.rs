@@ -19,7 +19,7 @@ use pipes_core::{Clock, Store};
 
 pub use error::ApiError;
 pub use numbers::NumbersState;
-pub use signup::{PageConfig, SignupState};
+pub use signup::{InvocationDeadline, PageConfig, SignupState};
 
 /// What every handler may use; built once at start-up.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ use pipes_core::queue::JobQueue;
 use pipes_core::usecases::health::{CheckDeps, HealthPolicy};
 use pipes_core::usecases::numbers::{
     ListRequest, check_now, encode_cursor, get_number, list_numbers, number_history, remove_number,
+    request_setup,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -43,6 +44,7 @@ pub(crate) fn routes() -> Router<NumbersState> {
         .route("/v1/numbers/{phone}", get(one).delete(remove))
         .route("/v1/numbers/{phone}/health-check", post(check))
         .route("/v1/numbers/{phone}/history", get(history))
+        .route("/v1/numbers/{phone}/setup", post(setup))
 }
 
 /// A number as API.md shows it (never its token or PIN).
@@ -68,6 +70,9 @@ pub fn number_view(n: &Number) -> Value {
             "registered": n.setup.registered,
             "completedAt": n.setup.completed_at.map(rfc3339),
             "lastError": n.setup.last_error,
+            "retryAfter": n.setup.retry_after.map(rfc3339),
+            "waitingForOwner": n.setup.owner_action.is_some(),
+            "coexistence": n.setup.coexistence,
         },
         "token": {
             "expiresAt": n.token.expires_at.map(rfc3339),
@@ -135,6 +140,22 @@ async fn check(
     };
     let n = check_now(deps, &app, &phone).await?;
     Ok(Json(number_view(&n)))
+}
+
+async fn setup(
+    State(state): State<NumbersState>,
+    PartnerApp(app): PartnerApp,
+    Path(phone): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let n = request_setup(
+        &*state.api.store,
+        &*state.queue,
+        &*state.api.clock,
+        &app,
+        &phone,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(number_view(&n))))
 }
 
 async fn history(

@@ -1,7 +1,10 @@
 // The hosted signup page's script: runs Meta's Embedded Signup (or the sandbox's
 // stand-in), holds the code and the WA_EMBEDDED_SIGNUP message until both have
 // arrived (they come in no fixed order), posts the callback once, then sends the
-// owner back to the partner. Configuration comes from the JSON block, not from code.
+// owner back to the partner. Every finish type is forwarded as Meta named it; when
+// the code arrives and no session message follows within INFO_WAIT_MS (an older
+// configuration, a closed window), the code is posted alone and the server asks Meta
+// which WABA and number were shared. Configuration comes from the JSON block.
 (function () {
   "use strict";
   var cfg = JSON.parse(document.getElementById("pipes-config").textContent);
@@ -10,9 +13,12 @@
   var retry = document.getElementById("retry");
   var tryAgain = document.getElementById("try-again");
   var back = document.getElementById("back");
+  var INFO_WAIT_MS = 3000;
   var code = null;
   var info = null;
+  var finishEvent = "FINISH";
   var busy = false;
+  var waitTimer = null;
 
   function show(text) { statusEl.textContent = text; }
   function offerRetry() { retry.hidden = false; connect.hidden = true; }
@@ -46,11 +52,16 @@
     offerRetry();
   }
 
-  function finishIfReady() {
-    if (!code || !info || busy) return;
+  function text(v) { return v === undefined || v === null || v === "" ? undefined : String(v); }
+
+  function submit() {
+    if (!code || busy) return;
     busy = true;
+    if (waitTimer) { clearTimeout(waitTimer); waitTimer = null; }
+    var data = info || {};
     show("Connecting your number…");
-    send({ event: "FINISH", code: code, wabaId: info.waba_id, phoneNumberId: info.phone_number_id, businessId: info.business_id })
+    send({ event: finishEvent, code: code, wabaId: text(data.waba_id),
+      phoneNumberId: text(data.phone_number_id), businessId: text(data.business_id) })
       .then(function (res) {
         if (res.ok) {
           show("Connected. Taking you back…");
@@ -60,6 +71,13 @@
         code = null; info = null; busy = false;
         failed(res);
       }, function () { code = null; info = null; busy = false; failed(null); });
+  }
+
+  function finishIfReady() {
+    if (!code || busy) return;
+    if (info) { submit(); return; }
+    // The code came first: give the session message a moment, then go without it.
+    if (!waitTimer) waitTimer = setTimeout(function () { waitTimer = null; submit(); }, INFO_WAIT_MS);
   }
 
   function abandon(body, text) {
@@ -76,29 +94,31 @@
     try { msg = typeof event.data === "string" ? JSON.parse(event.data) : event.data; } catch (e) { return; }
     if (!msg || msg.type !== "WA_EMBEDDED_SIGNUP") return;
     var data = msg.data || {};
+    // Meta's support reference is error_code in newer docs, error_id in older ones.
+    var errorCode = text(data.error_code !== undefined ? data.error_code : data.error_id);
     if (typeof msg.event === "string" && msg.event.indexOf("FINISH") === 0) {
-      if (!data.phone_number_id || !data.waba_id) {
-        show("Meta finished without a WhatsApp number. Please connect again and pick a number.");
-        offerRetry();
-        return;
-      }
+      // FINISH, FINISH_ONLY_WABA, FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING, ...: the
+      // server knows each; missing ids are found from Meta.
+      finishEvent = msg.event;
       info = data;
       finishIfReady();
     } else if (msg.event === "CANCEL" && data.error_message) {
-      abandon({ event: "ERROR", errorCode: String(data.error_code || ""), errorMessage: String(data.error_message),
-        metaSessionId: data.session_id ? String(data.session_id) : undefined },
+      abandon({ event: "ERROR", errorCode: errorCode, errorMessage: String(data.error_message),
+        metaSessionId: text(data.session_id) },
         "Meta reported a problem: " + data.error_message);
     } else if (msg.event === "CANCEL") {
-      abandon({ event: "CANCEL", step: data.current_step ? String(data.current_step) : undefined },
+      abandon({ event: "CANCEL", step: text(data.current_step) },
         "You left the signup before it finished.");
     } else if (msg.event === "ERROR") {
-      abandon({ event: "ERROR", errorCode: String(data.error_code || ""), errorMessage: String(data.error_message || "unknown error") },
+      abandon({ event: "ERROR", errorCode: errorCode, errorMessage: String(data.error_message || "unknown error"),
+        metaSessionId: text(data.session_id) },
         "Meta reported a problem.");
     }
   });
 
   function launch() {
-    code = null; info = null; busy = false;
+    code = null; info = null; busy = false; finishEvent = "FINISH";
+    if (waitTimer) { clearTimeout(waitTimer); waitTimer = null; }
     retry.hidden = true; connect.hidden = false;
     show("");
     window.FB.login(function (response) {
@@ -110,7 +130,9 @@
       config_id: cfg.configId,
       response_type: "code",
       override_default_response_type: true,
-      extras: { setup: {} },
+      // sessionInfoVersion asks for the session message explicitly, so a configuration
+      // of an older Embedded Signup version still sends it (v3 and v4 send it anyway).
+      extras: { setup: {}, sessionInfoVersion: "3" },
     });
   }
 

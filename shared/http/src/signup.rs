@@ -15,8 +15,8 @@ use pipes_core::queue::JobQueue;
 use pipes_core::random;
 use pipes_core::session::AbandonEvent;
 use pipes_core::usecases::signup::{
-    AbandonInput, FinishInput, PageError, SignupDeps, complete_signup, open_signup_page,
-    record_abandon,
+    AbandonInput, Deadline, FinishInput, FinishKind, PageError, SignupDeps, complete_signup_within,
+    open_signup_page, record_abandon,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -190,8 +190,28 @@ async fn page(
     )
 }
 
-/// The callback body: one shape for the three events; which fields are required
-/// depends on `event`.
+/// When the invocation must have answered (the Lambda's deadline); absent locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvocationDeadline(pub std::time::SystemTime);
+
+/// Meta's code lives 30 s: no completion is worth running longer than this.
+pub const SIGNUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(25);
+/// Left before the Lambda deadline to release the claim and answer.
+pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long this completion may run: [`SIGNUP_BUDGET`], or less when the invocation's
+/// deadline comes sooner (less [`DEADLINE_MARGIN`]).
+pub fn signup_budget(deadline: Option<InvocationDeadline>) -> std::time::Duration {
+    let left = deadline.map(|InvocationDeadline(at)| {
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(DEADLINE_MARGIN)
+    });
+    left.map_or(SIGNUP_BUDGET, |l| l.min(SIGNUP_BUDGET))
+}
+
+/// The callback body: one shape for every event; which fields are required depends
+/// on `event`. On a finish, the ids may be missing (the page got no session message).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CallbackBody {
@@ -202,6 +222,8 @@ struct CallbackBody {
     phone_number_id: Option<String>,
     business_id: Option<String>,
     step: Option<String>,
+    /// Meta's support reference: `error_code` in newer docs, `error_id` in older ones.
+    #[serde(alias = "errorId")]
     error_code: Option<Value>,
     error_message: Option<String>,
     meta_session_id: Option<String>,
@@ -223,16 +245,17 @@ fn required(field: &'static str, v: Option<String>) -> Result<String, ApiError> 
 
 async fn callback(
     State(state): State<SignupState>,
+    deadline: Option<axum::Extension<InvocationDeadline>>,
     ApiJson(body): ApiJson<CallbackBody>,
 ) -> Result<Json<CallbackResponse>, ApiError> {
     let event = match body.event.as_str() {
-        "FINISH" => None,
         "CANCEL" => Some(AbandonEvent::Cancel),
         "ERROR" => Some(AbandonEvent::Error),
+        finish if FinishKind::parse(finish).is_some() => None,
         _ => {
             return Err(ApiError::invalid(
                 "event",
-                "must be FINISH, CANCEL or ERROR",
+                "must be CANCEL, ERROR, or one of Meta's finish events (FINISH, FINISH_ONLY_WABA, FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING, FINISH_OBO_MIGRATION, FINISH_GRANT_ONLY_API_ACCESS)",
             ));
         }
     };
@@ -240,8 +263,9 @@ async fn callback(
         let input = FinishInput {
             token: body.token,
             code: required("code", body.code)?,
-            waba_id: required("wabaId", body.waba_id)?,
-            phone_number_id: required("phoneNumberId", body.phone_number_id)?,
+            kind: FinishKind::parse(&body.event).unwrap_or_default(),
+            waba_id: body.waba_id,
+            phone_number_id: body.phone_number_id,
             business_id: body.business_id,
         };
         let deps = SignupDeps {
@@ -251,7 +275,9 @@ async fn callback(
             queue: &*state.queue,
             clock: &*state.api.clock,
         };
-        let done = complete_signup(deps, input).await?;
+        let budget = signup_budget(deadline.map(|axum::Extension(d)| d));
+        let stop: Deadline = Box::pin(tokio::time::sleep(budget));
+        let done = complete_signup_within(deps, input, Some(stop)).await?;
         return Ok(Json(CallbackResponse {
             status: "completed",
             session_id: done.session_id.to_string(),

@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use crate::Sandbox;
 use crate::state::{
     self as st, FaultKind, REGISTRATION_WINDOW, REGISTRATIONS_PER_WINDOW, SANDBOX_APP_ID,
-    SANDBOX_APP_SECRET,
 };
 
 /// Meta's error body.
@@ -32,10 +31,68 @@ pub(crate) fn error(
     if let Some(s) = subcode {
         body["error_subcode"] = json!(s);
     }
-    if code == 2 || code == 1 {
+    if code == 2 {
         body["is_transient"] = json!(true);
     }
     (status, Json(json!({ "error": body }))).into_response()
+}
+
+/// Meta's registration errors: code, HTTP status, message and `error_data.details` as
+/// Meta's error-code reference gives them.
+pub(crate) fn registration_error(code: i64) -> Response {
+    let (status, message, details) = match code {
+        133_000 => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Incomplete deregistration",
+            "A previous deregistration attempt failed. Deregister the number again before registering.",
+        ),
+        133_005 => (
+            StatusCode::BAD_REQUEST,
+            "Two step verification PIN Mismatch",
+            "Two-step verification PIN incorrect.",
+        ),
+        133_006 => (
+            StatusCode::BAD_REQUEST,
+            "Phone number re-verification needed",
+            "Phone number needs to be verified before registering.",
+        ),
+        133_008 => (
+            StatusCode::BAD_REQUEST,
+            "Too many two step verification PIN guesses",
+            "Too many two-step verification PIN guesses for this phone number. Try again in 12 hours.",
+        ),
+        133_009 => (
+            StatusCode::BAD_REQUEST,
+            "Two step verification PIN guessed too fast",
+            "Two-step verification PIN was entered too quickly. Try again in 60 seconds.",
+        ),
+        133_015 => (
+            StatusCode::BAD_REQUEST,
+            "Please wait a few minutes before attempting to register this phone number",
+            "The phone number you are attempting to register was recently deleted, and deletion has not yet completed. Wait 5 minutes before re-trying the request.",
+        ),
+        133_016 => (
+            StatusCode::BAD_REQUEST,
+            "Account register deregister rate limit exceeded",
+            "Registration or Deregistration failed because there were too many attempts for this phone number in a short period of time",
+        ),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                other,
+                None,
+                "(#100) Invalid parameter",
+            );
+        }
+    };
+    let body = json!({"error": {
+        "message": message,
+        "type": "OAuthException",
+        "code": code,
+        "error_data": {"messaging_product": "whatsapp", "details": details},
+        "fbtrace_id": format!("Sbx{}", pipes_core::random::base62(20)),
+    }});
+    (status, Json(body)).into_response()
 }
 
 fn missing_object(id: &str) -> Response {
@@ -104,11 +161,12 @@ fn authorize(
     Ok(())
 }
 
-fn kind_of(method: &Method, segments: &[&str], fields: Option<&str>) -> String {
+fn kind_of(method: &Method, segments: &[&str], fields: Option<&str>, waba: bool) -> String {
     let what = match segments {
         ["oauth", "access_token"] => "oauth/access_token".to_owned(),
         ["debug_token"] => "debug_token".to_owned(),
         [_, op] => (*op).to_owned(),
+        [_] if waba => "waba".to_owned(),
         [_] if fields.is_some_and(|f| f.contains("health_status")) => "health_status".to_owned(),
         [_] => "number".to_owned(),
         _ => "unknown".to_owned(),
@@ -126,7 +184,13 @@ pub(crate) async fn handle(
 ) -> Response {
     let _in_flight = sandbox.enter();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let kind = kind_of(&method, &segments, query.get("fields").map(String::as_str));
+    let is_waba = matches!(segments.as_slice(), [id] if sandbox.lock().wabas.contains_key(*id));
+    let kind = kind_of(
+        &method,
+        &segments,
+        query.get("fields").map(String::as_str),
+        is_waba,
+    );
     let (latency, fault) = {
         let mut state = sandbox.lock();
         *state.calls.entry(kind).or_default() += 1;
@@ -147,6 +211,15 @@ pub(crate) async fn handle(
                 tokio::time::sleep(std::time::Duration::from_secs(120)).await;
                 StatusCode::GATEWAY_TIMEOUT.into_response()
             }
+            FaultKind::Error => match f.code {
+                Some(code) if (133_000..134_000).contains(&code) => registration_error(code),
+                code => error(
+                    StatusCode::BAD_REQUEST,
+                    code.unwrap_or(100),
+                    None,
+                    "(#100) Scripted error from the sandbox",
+                ),
+            },
             FaultKind::Throttle => {
                 let minutes = f.regain_minutes.unwrap_or(5);
                 let mut res = error(
@@ -174,6 +247,7 @@ pub(crate) async fn handle(
         }
         ("POST", [phone, "register"]) => register(&sandbox, phone, token.as_deref(), &body, now),
         ("POST", [phone, "deregister"]) => deregister(&sandbox, phone, token.as_deref(), now),
+        ("GET", [waba]) if is_waba => waba_node(&sandbox, waba, token.as_deref(), now),
         ("GET", [phone]) => number(&sandbox, phone, token.as_deref(), query.get("fields"), now),
         _ => error(
             StatusCode::BAD_REQUEST,
@@ -185,12 +259,19 @@ pub(crate) async fn handle(
 }
 
 fn exchange(sandbox: &Sandbox, q: &HashMap<String, String>, now: DateTime<Utc>) -> Response {
-    if q.get("client_id").map(String::as_str) != Some(SANDBOX_APP_ID)
-        || q.get("client_secret").map(String::as_str) != Some(SANDBOX_APP_SECRET)
-    {
+    if q.get("client_id").map(String::as_str) != Some(SANDBOX_APP_ID) {
         return error(
             StatusCode::BAD_REQUEST,
             101,
+            None,
+            "Error validating application. Invalid application ID.",
+        );
+    }
+    let secret = sandbox.lock().app_secret().to_owned();
+    if q.get("client_secret") != Some(&secret) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            1,
             None,
             "Error validating client secret.",
         );
@@ -242,7 +323,7 @@ fn debug_token(
     bearer: Option<&str>,
     now: DateTime<Utc>,
 ) -> Response {
-    let app_token = format!("{SANDBOX_APP_ID}|{SANDBOX_APP_SECRET}");
+    let app_token = format!("{SANDBOX_APP_ID}|{}", sandbox.lock().app_secret());
     let presented = q.get("access_token").map(String::as_str).or(bearer);
     if presented != Some(app_token.as_str()) {
         return error(
@@ -308,7 +389,7 @@ fn phone_numbers(
                 "display_phone_number": n.display_phone_number,
                 "verified_name": n.verified_name,
                 "quality_rating": n.quality_rating,
-                "code_verification_status": "VERIFIED",
+                "code_verification_status": n.code_verification_status,
                 "name_status": n.name_status,
                 "platform_type": n.platform_type,
             })
@@ -395,37 +476,41 @@ fn register(
     let Some(n) = state.numbers.get_mut(phone) else {
         return missing_object(phone);
     };
-    n.registrations.retain(|t| now - *t < REGISTRATION_WINDOW);
-    if n.registrations.len() >= REGISTRATIONS_PER_WINDOW {
-        return error(
-            StatusCode::BAD_REQUEST,
-            133016,
-            None,
-            "Account register deregister rate limit exceeded",
-        );
-    }
-    n.registrations.push(now);
-    if n.name_status == "PENDING_REVIEW" {
-        drop(state);
-        sandbox.save();
+    if n.is_on_biz_app {
+        // Meta: numbers onboarded from the WhatsApp Business app are not registered.
         return error(
             StatusCode::BAD_REQUEST,
             100,
             None,
-            "(#100) The display name of this phone number is pending review.",
+            "(#100) This phone number is in use on the WhatsApp Business app and cannot be registered",
         );
     }
-    if n.registered_pin.as_deref().is_some_and(|p| p != pin) {
+    n.registrations.retain(|t| now - *t < REGISTRATION_WINDOW);
+    if n.registrations.len() >= REGISTRATIONS_PER_WINDOW {
+        return registration_error(133_016);
+    }
+    n.registrations.push(now);
+    // Meta reviews display names while the number is in use: a pending name does not
+    // stop registration.
+    let refusal = if n.deregistration_incomplete {
+        Some(133_000)
+    } else if n.code_verification_status != "VERIFIED" {
+        Some(133_006)
+    } else if n.wrong_pin_guesses >= 3 {
+        Some(133_008)
+    } else if n.registered_pin.as_deref().is_some_and(|p| p != pin) {
+        n.wrong_pin_guesses += 1;
+        Some(133_005)
+    } else {
+        None
+    };
+    if let Some(code) = refusal {
         drop(state);
         sandbox.save();
-        return error(
-            StatusCode::BAD_REQUEST,
-            133005,
-            None,
-            "Two step verification PIN Mismatch",
-        );
+        return registration_error(code);
     }
     n.registered_pin = Some(pin.to_owned());
+    n.wrong_pin_guesses = 0;
     n.status = "CONNECTED".into();
     n.platform_type = "CLOUD_API".into();
     drop(state);
@@ -442,6 +527,20 @@ fn deregister(sandbox: &Sandbox, phone: &str, token: Option<&str>, now: DateTime
         return e;
     }
     if let Some(n) = state.numbers.get_mut(phone) {
+        if n.is_on_biz_app {
+            return error(
+                StatusCode::BAD_REQUEST,
+                100,
+                None,
+                "(#100) Deregistration is not available for WhatsApp Business app numbers",
+            );
+        }
+        n.registrations.retain(|t| now - *t < REGISTRATION_WINDOW);
+        if n.registrations.len() >= REGISTRATIONS_PER_WINDOW {
+            return registration_error(133_016);
+        }
+        n.registrations.push(now);
+        n.deregistration_incomplete = false;
         n.status = "PENDING".into();
         n.platform_type = "NOT_APPLICABLE".into();
     }
@@ -477,10 +576,11 @@ fn number(
             "quality_rating" => json!(n.quality_rating),
             "status" => json!(n.status),
             "name_status" => json!(n.name_status),
-            "code_verification_status" => json!("VERIFIED"),
+            "code_verification_status" => json!(n.code_verification_status),
+            "is_on_biz_app" => json!(n.is_on_biz_app),
             "platform_type" => json!(n.platform_type),
             "throughput" => json!({"level": "STANDARD"}),
-            "health_status" => health_status(phone, n),
+            "health_status" => health_status(&state, phone, n),
             _ => continue,
         };
         out.insert(field.to_owned(), value);
@@ -488,18 +588,72 @@ fn number(
     Json(Value::Object(out)).into_response()
 }
 
-fn health_status(phone: &str, n: &st::SandboxNumber) -> Value {
-    let mut entity =
-        json!({"entity_type": "PHONE_NUMBER", "id": phone, "can_send_message": n.can_send_message});
+/// `GET /{waba}?fields=account_review_status`.
+fn waba_node(sandbox: &Sandbox, waba: &str, token: Option<&str>, now: DateTime<Utc>) -> Response {
+    let state = sandbox.lock();
+    if let Err(e) = authorize(&state, token, waba, now) {
+        return e;
+    }
+    let Some(w) = state.wabas.get(waba) else {
+        return missing_object(waba);
+    };
+    Json(json!({"id": waba, "account_review_status": w.account_review_status})).into_response()
+}
+
+/// `health_status` in Meta's shape: the aggregate and all four entities (PHONE_NUMBER,
+/// WABA, BUSINESS, APP), with calling fields on the number and the app. As in Meta's
+/// own sample, a SIP calling block makes the aggregate BLOCKED although every entity
+/// can send messages.
+fn health_status(state: &st::State, phone: &str, n: &st::SandboxNumber) -> Value {
+    let mut number = json!({
+        "entity_type": "PHONE_NUMBER", "id": phone,
+        "can_send_message": n.can_send_message,
+        "can_receive_call_sip": n.can_receive_call_sip,
+    });
+    let mut errors = Vec::new();
     match n.can_send_message.as_str() {
-        "BLOCKED" => {
-            entity["errors"] = json!([{"error_code": 141010, "error_description": "The Business has been restricted.", "possible_solution": "Resolve the policy issue in Business Manager."}]);
-        }
+        "BLOCKED" => errors.push(json!({"error_code": 141010, "error_description": "The Business has been restricted.", "possible_solution": "Resolve the policy issue in Business Manager."})),
         "LIMITED" => {
-            entity["additional_info"] =
+            number["additional_info"] =
                 json!(["Your business is limited to 250 conversations per 24 hours."]);
         }
         _ => {}
     }
-    json!({"can_send_message": n.can_send_message, "entities": [entity]})
+    let sip_blocked = n.can_receive_call_sip == "BLOCKED";
+    if sip_blocked {
+        errors.push(json!({"error_code": 138024, "error_description": "WhatsApp Business calling cannot use SIP because it is not enabled", "possible_solution": "Configure SIP using {PHONE_NUMBER_ID}/settings API"}));
+    }
+    if !errors.is_empty() {
+        number["errors"] = json!(errors);
+    }
+    let w = state.wabas.get(&n.waba_id);
+    let waba_can = w.map_or("AVAILABLE", |w| w.can_send_message.as_str());
+    let mut waba = json!({"entity_type": "WABA", "id": n.waba_id, "can_send_message": waba_can});
+    if waba_can == "BLOCKED" {
+        waba["errors"] = json!([{"error_code": 131031, "error_description": "The WhatsApp Business Account has been locked.", "possible_solution": "Request a review of the decision in Business Support Home."}]);
+    }
+    let business = json!({
+        "entity_type": "BUSINESS",
+        "id": w.map_or("", |w| w.business_id.as_str()),
+        "can_send_message": "AVAILABLE",
+    });
+    let mut app = json!({
+        "entity_type": "APP", "id": SANDBOX_APP_ID,
+        "can_send_message": "AVAILABLE",
+        "can_receive_call_sip": n.can_receive_call_sip,
+    });
+    if sip_blocked {
+        app["errors"] = json!([{"error_code": 138025, "error_description": "This app cannot use SIP for WhatsApp Business calling because it has not configured a SIP server for this business phone number", "possible_solution": "Configure SIP server using {PHONE_NUMBER_ID}/settings API"}]);
+    }
+    let rank = |s: &str| match s {
+        "BLOCKED" => 2,
+        "LIMITED" => 1,
+        _ => 0,
+    };
+    let worst = [n.can_send_message.as_str(), waba_can]
+        .into_iter()
+        .max_by_key(|s| rank(s))
+        .unwrap_or("AVAILABLE");
+    let aggregate = if sip_blocked { "BLOCKED" } else { worst };
+    json!({"can_send_message": aggregate, "entities": [number, waba, business, app]})
 }

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub use state::{
-    Fault, FaultKind, SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_CONFIG_ID, SignupRequest,
-    SignupResult,
+    Fault, FaultKind, SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_CONFIG_ID, Scenario,
+    SignupRequest, SignupResult,
 };
 
 /// Where the simulated Graph API is mounted, relative to the server's base URL.
@@ -164,15 +164,50 @@ impl Sandbox {
             (&update.name_status, &mut n.name_status),
             (&update.quality_rating, &mut n.quality_rating),
             (&update.platform_type, &mut n.platform_type),
+            (
+                &update.code_verification_status,
+                &mut n.code_verification_status,
+            ),
         ];
         for (new, field) in fields {
             if let Some(v) = new {
                 field.clone_from(v);
             }
         }
+        if update.two_step_verification == Some(false) {
+            // The owner turned two-step verification off in WhatsApp Manager.
+            n.registered_pin = None;
+            n.wrong_pin_guesses = 0;
+        }
         drop(state);
         self.save();
         true
+    }
+
+    /// Sets what Meta reports of a WABA; `false` for an unknown WABA.
+    pub fn update_waba(&self, waba: &str, update: &WabaUpdate) -> bool {
+        let mut state = self.lock();
+        let Some(w) = state.wabas.get_mut(waba) else {
+            return false;
+        };
+        if let Some(v) = &update.can_send_message {
+            w.can_send_message.clone_from(v);
+        }
+        if let Some(v) = &update.account_review_status {
+            w.account_review_status.clone_from(v);
+        }
+        drop(state);
+        self.save();
+        true
+    }
+
+    /// Rotates the Meta app's secret on Meta's side only (as an operator who rotated it
+    /// in the App Dashboard but not in the platform's configuration): from now on Meta
+    /// refuses the platform's app credentials. `restore` undoes it.
+    pub fn rotate_app_secret(&self, rotated: bool) {
+        self.lock().rotated_app_secret =
+            rotated.then(|| format!("rotated-{}", pipes_core::random::base62(16)));
+        self.save();
     }
 
     /// Makes every token reaching the number's WABA expire at `at`.
@@ -256,6 +291,19 @@ pub struct NumberUpdate {
     pub name_status: Option<String>,
     pub quality_rating: Option<String>,
     pub platform_type: Option<String>,
+    pub code_verification_status: Option<String>,
+    /// `false`: the owner turned two-step verification off (our PIN then registers).
+    pub two_step_verification: Option<bool>,
+}
+
+/// Fields of a WABA a test or person may change (`POST /sandbox/wabas/{id}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WabaUpdate {
+    /// The WABA entity's `can_send_message` in `health_status`.
+    pub can_send_message: Option<String>,
+    /// `APPROVED`, `PENDING` or `REJECTED`.
+    pub account_review_status: Option<String>,
 }
 
 fn problem(status: StatusCode, message: &str) -> Response {
@@ -322,6 +370,28 @@ async fn update_number(
     } else {
         problem(StatusCode::NOT_FOUND, "unknown number")
     }
+}
+
+async fn update_waba(
+    AxState(s): AxState<Sandbox>,
+    Path(waba): Path<String>,
+    Json(b): Json<WabaUpdate>,
+) -> Response {
+    if s.update_waba(&waba, &b) {
+        Json(json!({"updated": true})).into_response()
+    } else {
+        problem(StatusCode::NOT_FOUND, "unknown WABA")
+    }
+}
+
+async fn rotate_secret(AxState(s): AxState<Sandbox>) -> Response {
+    s.rotate_app_secret(true);
+    Json(json!({"rotated": true})).into_response()
+}
+
+async fn restore_secret(AxState(s): AxState<Sandbox>) -> Response {
+    s.rotate_app_secret(false);
+    Json(json!({"rotated": false})).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -392,6 +462,9 @@ pub fn router(sandbox: Sandbox) -> Router {
         .route("/sandbox/numbers/{phone}", post(update_number))
         .route("/sandbox/numbers/{phone}/revoke", post(revoke))
         .route("/sandbox/numbers/{phone}/health", post(health))
+        .route("/sandbox/wabas/{waba}", post(update_waba))
+        .route("/sandbox/app-secret/rotate", post(rotate_secret))
+        .route("/sandbox/app-secret/restore", post(restore_secret))
         .route("/sandbox/faults", post(faults))
         .route("/sandbox/latency", post(latency))
         .route("/sandbox/calls", get(calls))

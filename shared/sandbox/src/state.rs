@@ -29,14 +29,50 @@ pub struct SandboxNumber {
     pub name_status: String,
     pub platform_type: String,
     pub can_send_message: String,
+    /// The two-step verification PIN the number has; `Some` before we register it when
+    /// the number has one set elsewhere (then our PIN mismatches: 133005).
     pub registered_pin: Option<String>,
     pub registrations: Vec<DateTime<Utc>>,
+    /// `VERIFIED`, `NOT_VERIFIED` (registration answers 133006), `EXPIRED`.
+    #[serde(default = "verified")]
+    pub code_verification_status: String,
+    /// Wrong PINs tried; from 3 on, registration answers 133008 (wait 12 hours).
+    #[serde(default)]
+    pub wrong_pin_guesses: u32,
+    /// A previous deregistration did not complete: register answers 133000 until a
+    /// deregister call.
+    #[serde(default)]
+    pub deregistration_incomplete: bool,
+    /// A WhatsApp Business app number (coexistence): not to be registered.
+    #[serde(default)]
+    pub is_on_biz_app: bool,
+    /// Calling over SIP: `BLOCKED` (with Meta's 138024/138025) unless configured.
+    #[serde(default = "available")]
+    pub can_receive_call_sip: String,
+}
+
+fn verified() -> String {
+    "VERIFIED".into()
+}
+
+fn available() -> String {
+    "AVAILABLE".into()
+}
+
+fn approved() -> String {
+    "APPROVED".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxWaba {
     pub business_id: String,
     pub subscribed_apps: BTreeSet<String>,
+    /// The WABA entity's `can_send_message` in `health_status`.
+    #[serde(default = "available")]
+    pub can_send_message: String,
+    /// `APPROVED`, `PENDING` or `REJECTED`.
+    #[serde(default = "approved")]
+    pub account_review_status: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +144,8 @@ pub enum FaultKind {
     Timeout,
     /// A rate-limit error with usage headers.
     Throttle,
+    /// Meta's error body with `code` (registration codes with Meta's own details).
+    Error,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -125,6 +163,10 @@ pub struct State {
     /// Added to every Graph answer, in milliseconds (to measure under latency).
     #[serde(default)]
     pub latency_ms: u64,
+    /// The app secret Meta expects now, when it was rotated away from the one the
+    /// platform is configured with (`POST /sandbox/app-secret/rotate`).
+    #[serde(default)]
+    pub rotated_app_secret: Option<String>,
 }
 
 pub fn meta_id() -> String {
@@ -155,9 +197,82 @@ pub struct SignupRequest {
     pub verified_name: Option<String>,
     /// Seconds until the business token expires (default: never).
     pub token_expires_in: Option<i64>,
+    /// How the new number behaves (default: a plain number that registers).
+    pub scenario: Option<Scenario>,
+}
+
+/// Scripted situations from Meta's documents, for people (`pipes dev`) and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// The number already has a two-step verification PIN set elsewhere: registration
+    /// answers 133005 until the owner turns it off (`POST /sandbox/numbers/{id}`
+    /// `{"twoStepVerification": false}`).
+    TwoStepPinSet,
+    /// The number is not verified: registration answers 133006.
+    Unverified,
+    /// A previous deregistration did not complete: registration answers 133000 until
+    /// the number is deregistered.
+    DeregistrationIncomplete,
+    /// A WhatsApp Business app number (coexistence): Meta's flow finishes with
+    /// `FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING`; registering it is refused.
+    BusinessApp,
+    /// The owner finished without adding a number (`FINISH_ONLY_WABA`, no number id).
+    NoNumber,
+    /// The WABA has two numbers; Meta's message names the chosen one.
+    SeveralNumbers,
+    /// Calling over SIP is not configured: entities report `can_receive_call_sip`
+    /// BLOCKED with Meta's 138024/138025 and the aggregate says BLOCKED, as in Meta's
+    /// own sample, while every entity can send messages.
+    SipBlocked,
+}
+
+impl SandboxNumber {
+    fn new(waba_id: &str, display: String, name: String, scenario: Option<Scenario>) -> Self {
+        let business_app = scenario == Some(Scenario::BusinessApp);
+        Self {
+            waba_id: waba_id.to_owned(),
+            display_phone_number: display,
+            verified_name: name,
+            quality_rating: "GREEN".into(),
+            // A WhatsApp Business app number is in use already.
+            status: if business_app { "CONNECTED" } else { "PENDING" }.into(),
+            name_status: "APPROVED".into(),
+            platform_type: if business_app {
+                "CLOUD_API"
+            } else {
+                "NOT_APPLICABLE"
+            }
+            .into(),
+            can_send_message: available(),
+            registered_pin: (scenario == Some(Scenario::TwoStepPinSet))
+                .then(|| format!("{:0>6}", &meta_id()[..6])),
+            registrations: Vec::new(),
+            code_verification_status: if scenario == Some(Scenario::Unverified) {
+                "NOT_VERIFIED".into()
+            } else {
+                verified()
+            },
+            wrong_pin_guesses: 0,
+            deregistration_incomplete: scenario == Some(Scenario::DeregistrationIncomplete),
+            is_on_biz_app: business_app,
+            can_receive_call_sip: if scenario == Some(Scenario::SipBlocked) {
+                "BLOCKED".into()
+            } else {
+                available()
+            },
+        }
+    }
 }
 
 impl State {
+    /// The app secret Meta accepts now.
+    pub fn app_secret(&self) -> &str {
+        self.rotated_app_secret
+            .as_deref()
+            .unwrap_or(SANDBOX_APP_SECRET)
+    }
+
     /// Runs one finished Embedded Signup: the WABA and number exist afterwards (created
     /// if new), and a fresh business token covering the WABA waits behind a new code.
     pub fn signup(
@@ -190,34 +305,41 @@ impl State {
                     SandboxWaba {
                         business_id: b.clone(),
                         subscribed_apps: BTreeSet::new(),
+                        can_send_message: available(),
+                        account_review_status: approved(),
                     },
                 );
                 b
             }
         };
-        let phone = req.phone_number_id.unwrap_or_else(meta_id);
-        if !phone.bytes().all(|b| b.is_ascii_digit()) || phone.is_empty() {
-            return Err("phoneNumberId must be digits".into());
-        }
-        let tail = &phone[phone.len().saturating_sub(4)..];
-        self.numbers
-            .entry(phone.clone())
-            .or_insert_with(|| SandboxNumber {
-                waba_id: waba_id.clone(),
-                display_phone_number: req
-                    .display_phone_number
-                    .unwrap_or_else(|| format!("+1 555-010-{tail:0>4}")),
-                verified_name: req
+        let scenario = req.scenario;
+        let phone = if scenario == Some(Scenario::NoNumber) {
+            String::new()
+        } else {
+            let phone = req.phone_number_id.unwrap_or_else(meta_id);
+            if !phone.bytes().all(|b| b.is_ascii_digit()) || phone.is_empty() {
+                return Err("phoneNumberId must be digits".into());
+            }
+            let mut extra = Vec::new();
+            if scenario == Some(Scenario::SeveralNumbers) {
+                extra.push(meta_id());
+            }
+            for id in std::iter::once(phone.clone()).chain(extra) {
+                let tail = &id[id.len().saturating_sub(4)..];
+                let display = match &req.display_phone_number {
+                    Some(d) if id == phone => d.clone(),
+                    _ => format!("+1 555-010-{tail:0>4}"),
+                };
+                let name = req
                     .verified_name
-                    .unwrap_or_else(|| "Sandbox Business".into()),
-                quality_rating: "GREEN".into(),
-                status: "PENDING".into(),
-                name_status: "APPROVED".into(),
-                platform_type: "NOT_APPLICABLE".into(),
-                can_send_message: "AVAILABLE".into(),
-                registered_pin: None,
-                registrations: Vec::new(),
-            });
+                    .clone()
+                    .unwrap_or_else(|| "Sandbox Business".into());
+                self.numbers
+                    .entry(id.clone())
+                    .or_insert_with(|| SandboxNumber::new(&waba_id, display, name, scenario));
+            }
+            phone
+        };
         let token = format!("EAAS{}", random::base62(48));
         self.tokens.insert(
             token.clone(),

@@ -57,6 +57,11 @@ async fn fresh_signup_reaches_healthy(backend: Backend) {
     assert_eq!(made("GET health_status"), 1);
     assert_eq!(made("GET debug_token"), 1);
     assert_eq!(made("GET subscribed_apps"), 1);
+    assert_eq!(
+        made("GET waba"),
+        1,
+        "the WABA's review status, in the first check"
+    );
     let history = t
         .store
         .history(&t.app.id, &n.phone_number_id, 10)
@@ -233,8 +238,10 @@ async fn an_exhausted_registration_budget_defers_rather_than_fails() {
     assert!(until - pipes_core::Clock::now(&t.clock) > Duration::hours(71));
 }
 
+/// Meta reviews display names while the number is in use: a pending name is a signal,
+/// not a reason to hold registration back.
 #[tokio::test]
-async fn a_display_name_in_review_waits() {
+async fn a_display_name_in_review_does_not_hold_registration_back() {
     let t = TestApp::spawn(Backend::embedded()).await;
     let s = signed_up(&t).await;
     t.sandbox.update_number(
@@ -248,9 +255,18 @@ async fn a_display_name_in_review_waits() {
     let n = number(&t, &s).await;
     assert_eq!(
         (n.health.status, n.health.reason),
-        (HealthStatus::Pending, Some(HealthReason::NamePendingReview))
+        (HealthStatus::Healthy, None)
     );
-    assert_eq!(t.sandbox.calls("POST register"), 0);
+    assert!(
+        n.health
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("in Meta's review"),
+        "{:?}",
+        n.health.message
+    );
+    assert_eq!(t.sandbox.calls("POST register"), 1);
 }
 
 #[tokio::test]

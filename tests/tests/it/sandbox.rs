@@ -209,8 +209,10 @@ async fn health_and_subscriptions_follow_the_controls() {
             },
         );
         let h = graph.health(&token, &phone).await.unwrap();
-        assert_eq!(h.can_send, want);
-        assert_eq!(h.details.is_empty(), want == CanSend::Available, "{h:?}");
+        let (can_send, why) = h.verdict();
+        assert_eq!((h.can_send, can_send), (want, want));
+        assert_eq!(why.is_empty(), want == CanSend::Available, "{h:?}");
+        assert_eq!(h.entities.len(), 4, "all four entities: {h:?}");
     }
     assert_eq!(
         graph.subscribed_apps(&token, &waba).await.unwrap(),

@@ -12,13 +12,16 @@
 //! slow check never overwrites a newer result.
 
 use chrono::{DateTime, Duration, Utc};
-use futures_util::future::join4;
+use futures_util::future::join5;
 use tracing::info;
 
 use crate::clock::Clock;
 use crate::crypto::{Envelope, SecretBinding, SecretPurpose};
 use crate::ids::AppId;
-use crate::meta::{AccessToken, CanSend, GraphError, GraphErrorKind, MessagingHealth, MetaGraph};
+use crate::meta::{
+    AccessToken, CanSend, GraphError, GraphErrorKind, MessagingHealth, MetaGraph, TokenFacts,
+    WabaInfo,
+};
 use crate::number::{
     Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId, Profile,
 };
@@ -117,11 +120,13 @@ pub struct CheckOutcome {
     pub throttled_until: Option<DateTime<Utc>>,
     /// The check's result was stored (false: a newer write won, or nothing to check).
     pub written: bool,
+    /// Meta refused our app's credentials: the check says nothing of the number.
+    pub our_credentials_rejected: bool,
 }
 
 /// The conclusion from one round of Meta's answers.
 #[derive(Debug, Clone, PartialEq)]
-enum Verdict {
+pub enum Verdict {
     Decided {
         status: HealthStatus,
         reason: Option<HealthReason>,
@@ -132,6 +137,9 @@ enum Verdict {
         message: String,
         throttled_until: Option<DateTime<Utc>>,
     },
+    /// Meta refused *our* app's credentials: nothing is known of the number, and it is
+    /// not the owner's fault. No status changes and no failure is counted.
+    OurCredentials { message: String },
 }
 
 fn decided(status: HealthStatus, reason: HealthReason, message: impl Into<String>) -> Verdict {
@@ -161,198 +169,246 @@ pub async fn open_token(
     )))
 }
 
-/// Asks Meta about the number (four calls, concurrently) and concludes.
-async fn evaluate(
-    graph: &dyn MetaGraph,
-    policy: &HealthPolicy,
-    number: &Number,
-    token: &AccessToken,
-    now: DateTime<Utc>,
-) -> (Verdict, Option<Profile>) {
+/// Everything one check learnt from Meta (all the I/O of a check).
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    pub facts: Result<TokenFacts, GraphError>,
+    pub health: Result<MessagingHealth, GraphError>,
+    pub profile: Result<Profile, GraphError>,
+    pub subscribed: Result<Vec<String>, GraphError>,
+    pub waba: Result<WabaInfo, GraphError>,
+    /// Our app was missing from the WABA's subscriptions and we subscribed again.
+    pub resubscribed: Option<Result<(), GraphError>>,
+    /// Our Meta app's id (to find ourselves among the subscriptions).
+    pub app_id: String,
+}
+
+/// Asks Meta about the number (five calls, concurrently), and re-subscribes our app
+/// once when the subscription is missing.
+pub async fn gather(graph: &dyn MetaGraph, number: &Number, token: &AccessToken) -> Evidence {
     let phone = &number.phone_number_id;
-    let (facts, health, profile, subs) = join4(
+    let (facts, health, profile, subscribed, waba) = join5(
         graph.debug_token(token),
         graph.health(token, phone),
         graph.profile(token, phone),
         graph.subscribed_apps(token, &number.waba_id),
+        graph.waba_info(token, &number.waba_id),
     )
     .await;
-    let profile_read = profile.as_ref().ok().cloned();
+    let app_id = graph.app_id().to_owned();
+    let resubscribed = match &subscribed {
+        Ok(apps) if !apps.contains(&app_id) => {
+            let result = graph.subscribe_app(token, &number.waba_id).await;
+            if result.is_ok() {
+                info!(phone_number_id = %number.phone_number_id, waba_id = %number.waba_id, "webhook subscription restored");
+            }
+            Some(result)
+        }
+        _ => None,
+    };
+    Evidence {
+        facts,
+        health,
+        profile,
+        subscribed,
+        waba,
+        resubscribed,
+        app_id,
+    }
+}
+
+/// The verdict from the evidence, worst first (pure: no I/O, no clock).
+///
+/// 1. Meta refused our app's credentials anywhere: `OurCredentials` (nobody's number
+///    changes for our fault).
+/// 2. `down`: token invalid or without permission, number or WABA gone, any entity
+///    BLOCKED for messaging, WABA review REJECTED, a policy block.
+/// 3. Inconclusive: any other failure (transient, throttled, unusable answers).
+/// 4. `degraded`: an entity LIMITED, quality RED, display name DECLINED, token
+///    expiring soon, subscription missing and not restored, number not CONNECTED (the
+///    last two not within the grace period after setup).
+/// 5. `healthy` (a display name in review is mentioned, not held against it).
+pub fn verdict(
+    e: &Evidence,
+    number: &Number,
+    policy: &HealthPolicy,
+    now: DateTime<Utc>,
+) -> Verdict {
+    // The WABA read adds evidence; an answer we cannot use from it is no evidence.
+    let waba_err = e
+        .waba
+        .as_ref()
+        .err()
+        .filter(|err| err.kind != GraphErrorKind::Other);
     let errors: Vec<&GraphError> = [
-        facts.as_ref().err(),
-        health.as_ref().err(),
-        profile.as_ref().err(),
-        subs.as_ref().err(),
+        e.facts.as_ref().err(),
+        e.health.as_ref().err(),
+        e.profile.as_ref().err(),
+        e.subscribed.as_ref().err(),
+        waba_err,
     ]
     .into_iter()
     .flatten()
     .collect();
+    let any = |kind: GraphErrorKind| errors.iter().any(|err| err.kind == kind);
 
-    // Down: evidence that the number cannot send, whatever else failed.
-    if errors
+    if let Some(err) = errors
         .iter()
-        .any(|e| e.kind == GraphErrorKind::TokenInvalid)
-        || facts.as_ref().is_ok_and(|f| !f.is_valid)
+        .find(|err| err.kind == GraphErrorKind::AppCredentials)
     {
-        return (
-            decided(
-                HealthStatus::Down,
-                HealthReason::TokenInvalid,
-                "Meta reports the business token is invalid, expired or revoked; the owner must connect the number again",
+        return Verdict::OurCredentials {
+            message: format!(
+                "Meta refused this platform's app credentials: {}",
+                err.message
             ),
-            profile_read,
+        };
+    }
+    if any(GraphErrorKind::TokenInvalid) || e.facts.as_ref().is_ok_and(|f| !f.is_valid) {
+        return decided(
+            HealthStatus::Down,
+            HealthReason::TokenInvalid,
+            "Meta reports the business token is invalid, expired or revoked; the owner must connect the number again",
         );
     }
-    if errors.iter().any(|e| e.kind == GraphErrorKind::Permission) {
-        return (
-            decided(
-                HealthStatus::Down,
-                HealthReason::TokenInvalid,
-                "the business token no longer has permission on this number; the owner must connect it again",
-            ),
-            profile_read,
+    if any(GraphErrorKind::Permission) {
+        return decided(
+            HealthStatus::Down,
+            HealthReason::TokenInvalid,
+            "the business token no longer has permission on this number; the owner must connect it again",
         );
     }
-    if errors.iter().any(|e| e.kind == GraphErrorKind::NotFound) {
-        return (
-            decided(
-                HealthStatus::Down,
-                HealthReason::NumberNotFound,
-                "Meta no longer knows this number or its WhatsApp Business Account",
-            ),
-            profile_read,
+    if any(GraphErrorKind::NotFound) {
+        return decided(
+            HealthStatus::Down,
+            HealthReason::NumberNotFound,
+            "Meta no longer knows this number or its WhatsApp Business Account",
         );
     }
-    if let Ok(MessagingHealth {
-        can_send: CanSend::Blocked,
-        details,
-    }) = &health
-    {
-        return (
-            decided(
-                HealthStatus::Down,
-                HealthReason::MetaBlocked,
-                with_details("Meta blocks sending from this number", details),
-            ),
-            profile_read,
+    let messaging = e.health.as_ref().ok().map(MessagingHealth::verdict);
+    if let Some((CanSend::Blocked, why)) = &messaging {
+        return decided(
+            HealthStatus::Down,
+            HealthReason::MetaBlocked,
+            with_details("Meta blocks sending from this number", why),
         );
     }
-    if errors.iter().any(|e| e.kind == GraphErrorKind::Policy) {
-        return (
-            decided(
-                HealthStatus::Down,
-                HealthReason::MetaBlocked,
-                "Meta blocks this number for a policy reason",
-            ),
-            profile_read,
+    let review = e
+        .waba
+        .as_ref()
+        .ok()
+        .and_then(|w| w.account_review_status.as_deref());
+    if review == Some("REJECTED") {
+        return decided(
+            HealthStatus::Down,
+            HealthReason::AccountRejected,
+            "Meta rejected the WhatsApp Business Account in review; the owner must appeal in WhatsApp Manager",
         );
     }
-    // Inconclusive: transient failures, throttling, or answers we could not use.
-    if let Some(e) = errors.first() {
+    if any(GraphErrorKind::Policy) {
+        return decided(
+            HealthStatus::Down,
+            HealthReason::MetaBlocked,
+            "Meta blocks this number for a policy reason",
+        );
+    }
+    if let Some(err) = errors.first() {
         let throttled_until = errors
             .iter()
-            .filter(|e| e.kind == GraphErrorKind::Throttled)
-            .map(|e| {
-                now + e
+            .filter(|err| err.kind == GraphErrorKind::Throttled)
+            .map(|err| {
+                now + err
                     .retry_after
                     .and_then(|d| Duration::from_std(d).ok())
                     .unwrap_or(Duration::minutes(5))
             })
             .max();
-        return (
-            Verdict::Inconclusive {
-                message: format!("health check failed: {}", e.message),
-                throttled_until,
-            },
-            profile_read,
-        );
+        return Verdict::Inconclusive {
+            message: format!("health check failed: {}", err.message),
+            throttled_until,
+        };
     }
-    let (Ok(facts), Ok(health), Ok(profile), Ok(subs)) = (facts, health, profile, subs) else {
-        return (
-            Verdict::Inconclusive {
-                message: "health check failed".into(),
-                throttled_until: None,
-            },
-            profile_read,
-        );
+    let (Ok(facts), Ok(profile), Some((can_send, why))) = (&e.facts, &e.profile, messaging) else {
+        return Verdict::Inconclusive {
+            message: "health check failed".into(),
+            throttled_until: None,
+        };
     };
 
     let fresh = number
         .setup
         .completed_at
         .is_none_or(|done| now - done < policy.grace);
-    if health.can_send == CanSend::Limited {
-        return (
-            decided(
-                HealthStatus::Degraded,
-                HealthReason::MetaLimited,
-                with_details("Meta limits sending from this number", &health.details),
-            ),
-            Some(profile),
+    if can_send == CanSend::Limited {
+        return decided(
+            HealthStatus::Degraded,
+            HealthReason::MetaLimited,
+            with_details("Meta limits sending from this number", &why),
+        );
+    }
+    if profile.quality_rating.as_deref() == Some("RED") {
+        return decided(
+            HealthStatus::Degraded,
+            HealthReason::QualityLow,
+            "Meta rates this number's quality RED: recipients block or report its messages; its messaging limit may drop",
+        );
+    }
+    if profile.name_status.as_deref() == Some("DECLINED") {
+        return decided(
+            HealthStatus::Degraded,
+            HealthReason::NameDeclined,
+            "Meta declined the display name; the owner must submit a new one in WhatsApp Manager",
         );
     }
     if let Some(expires) = facts
         .expires_at
-        .filter(|e| *e - now < policy.expiring_within)
+        .filter(|exp| *exp - now < policy.expiring_within)
     {
-        return (
-            decided(
-                HealthStatus::Degraded,
-                HealthReason::TokenExpiring,
-                format!(
-                    "the business token expires at {}; the owner should connect the number again",
-                    expires.to_rfc3339()
-                ),
+        return decided(
+            HealthStatus::Degraded,
+            HealthReason::TokenExpiring,
+            format!(
+                "the business token expires at {}; the owner should connect the number again",
+                expires.to_rfc3339()
             ),
-            Some(profile),
         );
     }
-    if !subs.iter().any(|a| a == graph.app_id()) {
-        // Re-subscribe once; only a failed repair degrades the number.
-        if let Err(e) = graph.subscribe_app(token, &number.waba_id).await {
-            if !fresh {
-                return (
-                    decided(
-                        HealthStatus::Degraded,
-                        HealthReason::WebhookUnsubscribed,
-                        format!(
-                            "the webhook subscription is missing and could not be restored: {}",
-                            e.message
-                        ),
-                    ),
-                    Some(profile),
-                );
-            }
-        } else {
-            info!(phone_number_id = %number.phone_number_id, waba_id = %number.waba_id, "webhook subscription restored");
-        }
+    if let Some(Err(err)) = &e.resubscribed
+        && !fresh
+    {
+        return decided(
+            HealthStatus::Degraded,
+            HealthReason::WebhookUnsubscribed,
+            format!(
+                "the webhook subscription is missing and could not be restored: {}",
+                err.message
+            ),
+        );
     }
     if profile.status.as_deref() != Some("CONNECTED") && !fresh {
         let status = profile.status.clone().unwrap_or_else(|| "unknown".into());
-        return (
-            decided(
-                HealthStatus::Degraded,
-                HealthReason::NotConnected,
-                format!("the number's status on Meta is {status}, not CONNECTED"),
-            ),
-            Some(profile),
+        return decided(
+            HealthStatus::Degraded,
+            HealthReason::NotConnected,
+            format!("the number's status on Meta is {status}, not CONNECTED"),
         );
     }
-    (
-        Verdict::Decided {
-            status: HealthStatus::Healthy,
-            reason: None,
-            message: "the number can send messages".into(),
-        },
-        Some(profile),
-    )
+    let message = if profile.name_status.as_deref() == Some("PENDING_REVIEW") {
+        "the number can send messages; its display name is in Meta's review"
+    } else {
+        "the number can send messages"
+    };
+    Verdict::Decided {
+        status: HealthStatus::Healthy,
+        reason: None,
+        message: message.into(),
+    }
 }
 
-fn with_details(base: &str, details: &[String]) -> String {
+fn with_details(base: &str, details: &str) -> String {
     if details.is_empty() {
         base.to_owned()
     } else {
-        format!("{base}: {}", details.join("; "))
+        format!("{base}: {details}")
     }
 }
 
@@ -373,7 +429,8 @@ fn apply(
             message,
         } => {
             if !setup_done && *status != HealthStatus::Down {
-                (HealthStatus::Pending, old.reason, old.message.clone(), 0)
+                // Setup decides until it finishes (pending, or waiting for the owner).
+                (old.status, old.reason, old.message.clone(), 0)
             } else {
                 (*status, *reason, Some(message.clone()), 0)
             }
@@ -393,6 +450,12 @@ fn apply(
                 (old.status, old.reason, old.message.clone(), failures)
             }
         }
+        Verdict::OurCredentials { .. } => (
+            old.status,
+            old.reason,
+            old.message.clone(),
+            old.consecutive_failures,
+        ),
     };
     let next = match verdict {
         Verdict::Inconclusive {
@@ -401,6 +464,7 @@ fn apply(
             let retry = now + policy.failing_every;
             Some(throttled_until.map_or(retry, |t| t.max(retry)))
         }
+        Verdict::OurCredentials { .. } => Some(now + policy.failing_every),
         Verdict::Decided { .. } => policy.next_check(status, now),
     };
     let changed = (status != old.status).then(|| HealthEvent {
@@ -444,6 +508,7 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
             changed: None,
             throttled_until: None,
             written: false,
+            our_credentials_rejected: false,
         });
     }
     let Some(token) = open_token(deps.envelope, &number).await? else {
@@ -452,21 +517,27 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
             changed: None,
             throttled_until: None,
             written: false,
+            our_credentials_rejected: false,
         });
     };
+    let evidence = gather(deps.graph, &number, &token).await;
     let now = deps.clock.now();
-    let (verdict, profile) = evaluate(deps.graph, deps.policy, &number, &token, now).await;
+    let verdict = verdict(&evidence, &number, deps.policy, now);
     let (health, changed) = apply(&number, &verdict, deps.policy, now);
     let mut updated = number.revision(now);
     updated.health = health;
-    if let Some(p) = profile {
+    if let Ok(p) = evidence.profile {
         updated.profile = p;
     }
-    let throttled_until = match &verdict {
+    let (throttled_until, ours) = match &verdict {
         Verdict::Inconclusive {
             throttled_until, ..
-        } => *throttled_until,
-        Verdict::Decided { .. } => None,
+        } => (*throttled_until, false),
+        Verdict::OurCredentials { message } => {
+            tracing::error!(phone_number_id = %number.phone_number_id, message, "Meta refused our app credentials; no number changes status");
+            (None, true)
+        }
+        Verdict::Decided { .. } => (None, false),
     };
     match deps
         .store
@@ -482,6 +553,7 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
                 changed,
                 throttled_until,
                 written: true,
+                our_credentials_rejected: ours,
             })
         }
         Err(WriteError::Changed) => {
@@ -496,6 +568,7 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
                 changed: None,
                 throttled_until,
                 written: false,
+                our_credentials_rejected: ours,
             })
         }
         Err(WriteError::Store(e)) => Err(e.into()),

@@ -29,6 +29,8 @@ pub enum NumbersError {
     Removed,
     #[error("a dependency is unavailable")]
     Unavailable,
+    #[error("setup of this number has finished; nothing to retry")]
+    SetupComplete,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -132,6 +134,69 @@ pub async fn check_now(
             Err(NumbersError::Unavailable)
         }
     }
+}
+
+/// `POST /v1/numbers/{id}/setup`: the owner has acted (e.g. turned off two-step
+/// verification after Meta's 133005), so the App asks for a new setup attempt. Clears
+/// the wait for the owner and any scheduled retry, puts the number back to `pending`,
+/// and queues the setup job. Meta's own limits still hold: the local count of 10
+/// registrations per 72 h stays, so an attempt past it waits for the budget.
+pub async fn request_setup(
+    store: &dyn Store,
+    queue: &dyn JobQueue,
+    clock: &dyn Clock,
+    app: &App,
+    phone: &str,
+) -> Result<Number, NumbersError> {
+    for _ in 0..3 {
+        let number = get_number(store, app, phone).await?;
+        if !number.is_live() {
+            return Err(NumbersError::Removed);
+        }
+        if number.setup.completed_at.is_some() && number.setup.owner_action.is_none() {
+            return Err(NumbersError::SetupComplete);
+        }
+        let now = clock.now();
+        let mut next = number.revision(now);
+        next.setup.owner_action = None;
+        next.setup.retry_after = None;
+        next.setup.lease_until = None;
+        let history = (number.health.status != HealthStatus::Pending).then(|| HealthEvent {
+            at: now,
+            from: number.health.status,
+            to: HealthStatus::Pending,
+            reason: Some(HealthReason::SetupPending),
+            message: Some("the App asked for a new setup attempt".into()),
+        });
+        next.health = Health {
+            since: if history.is_some() {
+                now
+            } else {
+                number.health.since
+            },
+            last_checked_at: number.health.last_checked_at,
+            ..Health::pending(now)
+        };
+        match store
+            .save_number(&next, number.version, history.as_ref())
+            .await
+        {
+            Ok(()) => {}
+            Err(WriteError::Changed) => continue,
+            Err(WriteError::Store(e)) => return Err(e.into()),
+        }
+        let job = Job::Setup {
+            app_id: next.app_id.clone(),
+            phone_number_id: next.phone_number_id.clone(),
+        };
+        if let Err(e) = queue.enqueue(&job).await {
+            // Stored as pending: the sweep re-drives it after the stall time.
+            warn!(phone_number_id = %next.phone_number_id, error = %e, "setup job not queued; the sweep will re-drive it");
+        }
+        info!(phone_number_id = %next.phone_number_id, app_id = %app.id, "setup requested again by the App");
+        return Ok(next);
+    }
+    Err(NumbersError::Unavailable)
 }
 
 /// RemoveNumber: the token and PIN are destroyed at once, the number shows `removed`,

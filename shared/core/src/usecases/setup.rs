@@ -2,9 +2,12 @@
 //! on the number so a redelivered or repeated job skips what is done:
 //! 1. subscribe our app to the WABA's webhooks;
 //! 2. register the number for Cloud API with a 6-digit PIN from the CSPRNG, sealed and
-//!    stored before the call so retries reuse it (skipped when the profile shows the
-//!    number registered already, or on the WhatsApp Business app; deferred, not failed,
-//!    while the display name is in review or Meta's 10-per-72-h budget is spent);
+//!    stored before the call so retries reuse it (skipped for WhatsApp Business app
+//!    numbers and when the profile shows the number registered already; deferred, not
+//!    failed, while Meta's 10-per-72-h budget is spent). Meta's registration errors
+//!    each get their own outcome (`registration_outcome`): the owner must act
+//!    (133005, 133006: no further call until the App asks again), wait as long as Meta
+//!    says (133008, 133009, 133015, 133016), or deregister first (133000);
 //! 3. read the profile; 4. link the number to its App and run the first health check.
 //!
 //! Also Teardown (after a removal) and the job dispatcher both workers share.
@@ -26,8 +29,8 @@ use crate::usecases::health::{
 /// Meta's registration budget per number.
 pub const REGISTRATIONS_PER_WINDOW: usize = 10;
 pub const REGISTRATION_WINDOW: Duration = Duration::hours(72);
-/// How long to wait before retrying while the display name is in review.
-pub const NAME_REVIEW_RETRY: Duration = Duration::hours(1);
+/// Meta: a number must be registered within 14 days of signup.
+pub const REGISTRATION_DEADLINE: Duration = Duration::days(14);
 /// How long one delivery holds the setup of a number (longer than a worker runs).
 pub const SETUP_LEASE: Duration = Duration::minutes(2);
 
@@ -65,6 +68,8 @@ pub enum SetupOutcome {
     },
     /// The number is down; setup stops.
     Down(HealthReason),
+    /// Registration waits for the owner to act (the number is degraded with why).
+    OwnerAction(HealthReason),
     /// Nothing to do: removed, already set up, or unknown.
     Skipped,
 }
@@ -146,6 +151,16 @@ async fn failed(
             HealthReason::NumberNotFound,
             "Meta no longer knows this number or its WhatsApp Business Account",
         ),
+        GraphErrorKind::AppCredentials => {
+            tracing::error!(phone_number_id = %n.phone_number_id, step, "Meta refused our app credentials during setup");
+            let mut recorded = n.clone();
+            recorded.setup.lease_until = None;
+            recorded.setup.last_error = Some(format!("{step}: {}", e.message));
+            save(deps.store, &recorded, now).await?;
+            return Err(SetupError::Retry(format!(
+                "{step}: Meta refused this platform's app credentials"
+            )));
+        }
         _ => {
             let mut recorded = n.clone();
             recorded.setup.lease_until = None;
@@ -182,6 +197,15 @@ async fn defer(
     let mut waiting = n.clone();
     waiting.setup.lease_until = None;
     waiting.setup.retry_after = Some(until);
+    let deadline = n.connected_at + REGISTRATION_DEADLINE;
+    let message = if !n.setup.registered && until > deadline {
+        format!(
+            "{message}. Meta requires registration within 14 days of signup (by {}): after that the owner must run Embedded Signup again",
+            deadline.format("%Y-%m-%d")
+        )
+    } else {
+        message
+    };
     waiting.health.reason = Some(reason);
     waiting.health.message = Some(message);
     waiting.health.next_check_at = Some(until);
@@ -203,6 +227,10 @@ pub async fn run_setup(
         return Ok(SetupOutcome::Skipped);
     }
     let now = deps.clock.now();
+    if n.setup.owner_action.is_some() {
+        // Waiting for the owner; only the App's request (`request_setup`) clears it.
+        return Ok(SetupOutcome::Skipped);
+    }
     if let Some(until) = n.setup.retry_after.filter(|u| *u > now) {
         let reason = n
             .health
@@ -266,22 +294,12 @@ async fn register(
         .platform_type
         .as_deref()
         .is_some_and(|p| p != "NOT_APPLICABLE");
-    if registered_already {
-        // Registered for Cloud API already, or a WhatsApp Business app (coexistence) number.
+    if n.setup.coexistence || registered_already {
+        // A WhatsApp Business app (coexistence) number, which Meta says not to
+        // register, or one registered for Cloud API already. A display name still in
+        // review does not hold registration back: names are reviewed while in use.
         n.setup.registered = true;
         return Ok(Ok(save(deps.store, &n, now).await?));
-    }
-    if profile.name_status.as_deref() == Some("PENDING_REVIEW") {
-        let msg = "the display name is in Meta's review; registration waits for it".to_owned();
-        return defer(
-            deps,
-            &n,
-            now + NAME_REVIEW_RETRY,
-            HealthReason::NamePendingReview,
-            msg,
-        )
-        .await
-        .map(Err);
     }
     n.setup
         .register_attempts
@@ -326,40 +344,157 @@ async fn register(
     // The PIN and the attempt are stored before the call: a retry reuses the PIN and
     // counts against the same budget Meta counts.
     n.setup.register_attempts.push(now);
-    let n = save(deps.store, &n, now).await?;
-    match deps
-        .graph
-        .register(
-            token,
-            &n.phone_number_id,
-            secrecy::ExposeSecret::expose_secret(&pin),
-        )
-        .await
-    {
+    let mut n = save(deps.store, &n, now).await?;
+    let pin = secrecy::ExposeSecret::expose_secret(&pin).to_owned();
+    let mut result = deps.graph.register(token, &n.phone_number_id, &pin).await;
+    if result.as_ref().err().and_then(|e| e.code) == Some(133_000) {
+        // A previous deregistration did not complete: deregister, then register again
+        // (both count against the budget, so both are recorded first).
+        n.setup.register_attempts.push(now);
+        n.setup.register_attempts.push(now);
+        n = save(deps.store, &n, now).await?;
+        result = match deps.graph.deregister(token, &n.phone_number_id).await {
+            Ok(()) => deps.graph.register(token, &n.phone_number_id, &pin).await,
+            Err(e) => Err(e),
+        };
+    }
+    match result {
         Ok(()) => {
             let mut done = n;
             done.setup.registered = true;
             done.setup.retry_after = None;
             Ok(Ok(save(deps.store, &done, now).await?))
         }
-        Err(e) if e.code == Some(133016) => {
-            let wait = e
-                .retry_after
-                .and_then(|d| Duration::from_std(d).ok())
-                .unwrap_or(Duration::hours(1));
-            let msg = "Meta's registration rate limit was reached; registration waits".to_owned();
-            defer(
-                deps,
-                &n,
-                now + wait,
-                HealthReason::RegistrationDeferred,
-                msg,
-            )
-            .await
-            .map(Err)
-        }
-        Err(e) => failed(deps, &n, "register", e).await.map(Err),
+        Err(e) => match registration_outcome(&e, now) {
+            RegistrationOutcome::OwnerAction { reason, message } => {
+                owner_must_act(deps, &n, &e, reason, message).await.map(Err)
+            }
+            RegistrationOutcome::Wait { until, message } => {
+                defer(deps, &n, until, HealthReason::RegistrationDeferred, message)
+                    .await
+                    .map(Err)
+            }
+            RegistrationOutcome::Other => failed(deps, &n, "register", e).await.map(Err),
+        },
     }
+}
+
+/// What a refused registration calls for (META.md's registration table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrationOutcome {
+    /// The owner must act; no register call until the App asks for a new attempt.
+    OwnerAction {
+        reason: HealthReason,
+        message: &'static str,
+    },
+    /// Try again no earlier than `until`.
+    Wait {
+        until: DateTime<Utc>,
+        message: String,
+    },
+    /// Not a registration error: the usual handling (down, or retry).
+    Other,
+}
+
+pub const PIN_MISMATCH_MESSAGE: &str = "Meta refused registration (133005): this number already has a two-step verification PIN, set with another provider or app. The owner must turn off two-step verification for the number in WhatsApp Manager (Phone numbers > the number > Two-step verification), then the App asks for a new attempt (POST /v1/numbers/{id}/setup)";
+pub const UNVERIFIED_MESSAGE: &str = "Meta refused registration (133006): the phone number is not verified. The owner must verify it in WhatsApp Manager (Phone numbers > the number > Verify), then the App asks for a new attempt (POST /v1/numbers/{id}/setup)";
+
+/// Meta's wait after too many PIN guesses (133008) is in the error details; when it
+/// cannot be read, this long.
+pub const PIN_GUESS_WAIT: Duration = Duration::hours(24);
+
+/// A wait written in Meta's details ("... try again in 12 hours", "after 30 minutes").
+fn wait_in(details: &str) -> Option<Duration> {
+    let words: Vec<&str> = details
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '.')
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.windows(2).find_map(|w| {
+        let n: i64 = w[0].parse().ok()?;
+        let unit = w[1].to_ascii_lowercase();
+        let per = if unit.starts_with("sec") {
+            Duration::seconds(1)
+        } else if unit.starts_with("min") {
+            Duration::minutes(1)
+        } else if unit.starts_with("hour") || unit.starts_with("hr") {
+            Duration::hours(1)
+        } else if unit.starts_with("day") {
+            Duration::days(1)
+        } else {
+            return None;
+        };
+        Some(per * i32::try_from(n).ok()?)
+    })
+}
+
+/// The outcome of Meta's refusal `e` of a register call made at `now`.
+pub fn registration_outcome(e: &GraphError, now: DateTime<Utc>) -> RegistrationOutcome {
+    let wait = |d: Duration, what: &str| RegistrationOutcome::Wait {
+        until: now + d,
+        message: format!(
+            "{what}; registration waits until {}",
+            (now + d).to_rfc3339()
+        ),
+    };
+    match e.code {
+        Some(133_005) => RegistrationOutcome::OwnerAction {
+            reason: HealthReason::TwoStepPinMismatch,
+            message: PIN_MISMATCH_MESSAGE,
+        },
+        Some(133_006) => RegistrationOutcome::OwnerAction {
+            reason: HealthReason::NumberUnverified,
+            message: UNVERIFIED_MESSAGE,
+        },
+        Some(133_008) => {
+            let d = e
+                .details
+                .as_deref()
+                .and_then(wait_in)
+                .unwrap_or(PIN_GUESS_WAIT);
+            wait(d, "Meta saw too many PIN attempts for this number (133008)")
+        }
+        Some(133_009) => wait(
+            Duration::minutes(5),
+            "Meta says the PIN was entered too quickly (133009)",
+        ),
+        Some(133_015) => wait(
+            Duration::minutes(5),
+            "the number was recently deleted and Meta has not finished (133015)",
+        ),
+        Some(133_016) => wait(
+            REGISTRATION_WINDOW,
+            "Meta blocked registration of this number for 72 hours: too many register/deregister attempts (133016)",
+        ),
+        _ => RegistrationOutcome::Other,
+    }
+}
+
+/// Registration waits for the owner: the number is `degraded` with what to do, and no
+/// register call is made until the App asks again.
+async fn owner_must_act(
+    deps: WorkerDeps<'_>,
+    n: &Number,
+    e: &GraphError,
+    reason: HealthReason,
+    message: &str,
+) -> Result<SetupOutcome, SetupError> {
+    let mut waiting = n.clone();
+    waiting.setup.lease_until = None;
+    waiting.setup.owner_action = e.code;
+    waiting.setup.last_error = Some(format!("register: {}", e.message));
+    let message = message.replace("{id}", n.phone_number_id.as_str());
+    set_health(
+        deps.store,
+        deps.policy,
+        &waiting,
+        HealthStatus::Degraded,
+        reason,
+        &message,
+        deps.clock.now(),
+    )
+    .await?;
+    warn!(phone_number_id = %n.phone_number_id, code = ?e.code, reason = reason.as_str(), "registration waits for the owner");
+    Ok(SetupOutcome::OwnerAction(reason))
 }
 
 /// After a removal: unsubscribes the WABA's webhooks when no live number of it remains.

@@ -8,9 +8,22 @@
 //! 4. seal the token (a cached data key, or one key-service call);
 //! 5. one transaction: session completed, number, ownership, history;
 //! 6. enqueue the setup job (the slow steps run in the worker).
+//!
+//! Every way Meta's flow finishes is accepted (`FinishKind`). When the page could not
+//! say which WABA or number (a finish without a number, or a code that arrived with no
+//! session message), Meta is asked: the WABA from `debug_token`'s granular scopes, then
+//! its numbers: exactly one is onboarded, none or several ask the owner to act and
+//! leave the session `pending` (that path adds one or two sequential round trips).
+//! Ownership by another App is decided only after the exchange and `debug_token` have
+//! proved the caller controls the WABA, so a junk code learns nothing about which
+//! numbers are connected. The whole completion runs within a deadline (the Lambda's
+//! remaining time less a margin): when it passes, the claim is released at once.
 
 use chrono::{DateTime, Duration, Utc};
-use futures_util::future::{join, join3};
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::future::{Either, join, select};
 use tracing::{info, warn};
 use url::Url;
 
@@ -62,6 +75,19 @@ pub enum SignupError {
     MetaValidation(String),
     #[error("Meta did not accept the signup code; please connect again")]
     ExchangeFailed,
+    #[error(
+        "no WhatsApp number is in this WhatsApp Business Account yet: add one in WhatsApp Manager, then open the same link again"
+    )]
+    NoPhoneNumber,
+    #[error(
+        "this WhatsApp Business Account has several numbers and Meta did not say which one you chose: open the same link again and pick the number in Meta's dialog"
+    )]
+    PhoneNumberAmbiguous,
+    /// Meta refused this platform's own app credentials: our fault, not the owner's.
+    #[error("signups cannot be completed right now; please try again later")]
+    AppCredentials,
+    #[error("the signup took too long to complete; please connect again")]
+    DeadlineExceeded,
     #[error("a dependency is unavailable")]
     Unavailable,
     #[error(transparent)]
@@ -80,6 +106,10 @@ impl SignupError {
             Self::LinkedToAnotherApp => "number_linked_to_another_app",
             Self::MetaValidation(_) => "meta_validation_failed",
             Self::ExchangeFailed => "token_exchange_failed",
+            Self::NoPhoneNumber => "no_phone_number",
+            Self::PhoneNumberAmbiguous => "phone_number_ambiguous",
+            Self::AppCredentials => "meta_app_rejected",
+            Self::DeadlineExceeded => "deadline_exceeded",
             Self::Unavailable | Self::Store(_) => "unavailable",
         }
     }
@@ -87,9 +117,13 @@ impl SignupError {
     /// How the claim is given back after this error (`None`: not ours to release).
     fn release_status(&self) -> Option<SessionStatus> {
         match self {
-            Self::ExchangeFailed | Self::Unavailable | Self::Store(_) => {
-                Some(SessionStatus::Pending)
-            }
+            Self::ExchangeFailed
+            | Self::Unavailable
+            | Self::Store(_)
+            | Self::NoPhoneNumber
+            | Self::PhoneNumberAmbiguous
+            | Self::AppCredentials
+            | Self::DeadlineExceeded => Some(SessionStatus::Pending),
             Self::MetaValidation(_) | Self::LinkedToAnotherApp => Some(SessionStatus::Failed),
             _ => None,
         }
@@ -103,15 +137,64 @@ fn invalid(field: &'static str, message: &str) -> SignupError {
     }
 }
 
-/// What the page posts when Meta's flow finished.
+/// How Meta's flow finished (the message's `event`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FinishKind {
+    /// `FINISH`, or a code that arrived with no session message.
+    #[default]
+    Finish,
+    /// `FINISH_ONLY_WABA`: finished without adding a number (a number id may still come).
+    OnlyWaba,
+    /// `FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING`: a WhatsApp Business app number
+    /// (coexistence): onboarded, never registered by us.
+    BusinessApp,
+    /// `FINISH_OBO_MIGRATION`: a number migrated from the On-Behalf-Of model; onboarded
+    /// like `FINISH` (registration is skipped when Meta shows it registered).
+    ObOMigration,
+    /// `FINISH_GRANT_ONLY_API_ACCESS` (app-only install): access to an existing WABA
+    /// and number; onboarded like `FINISH`.
+    GrantOnlyApiAccess,
+}
+
+impl FinishKind {
+    pub const ALL: [Self; 5] = [
+        Self::Finish,
+        Self::OnlyWaba,
+        Self::BusinessApp,
+        Self::ObOMigration,
+        Self::GrantOnlyApiAccess,
+    ];
+
+    /// Meta's event name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Finish => "FINISH",
+            Self::OnlyWaba => "FINISH_ONLY_WABA",
+            Self::BusinessApp => "FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING",
+            Self::ObOMigration => "FINISH_OBO_MIGRATION",
+            Self::GrantOnlyApiAccess => "FINISH_GRANT_ONLY_API_ACCESS",
+        }
+    }
+
+    pub fn parse(event: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == event)
+    }
+}
+
+/// What the page posts when Meta's flow finished. The ids are what the session message
+/// carried; any of them may be missing (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct FinishInput {
     pub token: String,
     pub code: String,
-    pub waba_id: String,
-    pub phone_number_id: String,
+    pub kind: FinishKind,
+    pub waba_id: Option<String>,
+    pub phone_number_id: Option<String>,
     pub business_id: Option<String>,
 }
+
+/// Resolves when the completion must stop (the Lambda's deadline less a margin).
+pub type Deadline = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completed {
@@ -164,20 +247,26 @@ pub async fn open_signup_page(
 struct Parsed {
     token: SignupToken,
     code: AuthCode,
-    waba: WabaId,
-    phone: PhoneNumberId,
+    kind: FinishKind,
+    waba: Option<WabaId>,
+    phone: Option<PhoneNumberId>,
     business: Option<BusinessId>,
 }
 
 fn parse_finish(input: &FinishInput) -> Result<Parsed, SignupError> {
     let meta_id = "must be Meta's numeric id";
     let token = SignupToken::parse(&input.token).ok_or(SignupError::TokenNotFound)?;
+    let given = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
     Ok(Parsed {
         code: AuthCode::parse(&input.code)
             .ok_or_else(|| invalid("code", "must be the code from Meta's signup"))?,
-        waba: WabaId::parse(&input.waba_id).ok_or_else(|| invalid("wabaId", meta_id))?,
-        phone: PhoneNumberId::parse(&input.phone_number_id)
-            .ok_or_else(|| invalid("phoneNumberId", meta_id))?,
+        kind: input.kind,
+        waba: given(&input.waba_id)
+            .map(|w| WabaId::parse(&w).ok_or_else(|| invalid("wabaId", meta_id)))
+            .transpose()?,
+        phone: given(&input.phone_number_id)
+            .map(|p| PhoneNumberId::parse(&p).ok_or_else(|| invalid("phoneNumberId", meta_id)))
+            .transpose()?,
         business: input
             .business_id
             .as_deref()
@@ -191,6 +280,16 @@ fn parse_finish(input: &FinishInput) -> Result<Parsed, SignupError> {
 pub async fn complete_signup(
     deps: SignupDeps<'_>,
     input: FinishInput,
+) -> Result<Completed, SignupError> {
+    complete_signup_within(deps, input, None).await
+}
+
+/// CompleteSignup that stops at `deadline`, releasing its claim so the owner can retry
+/// at once (never leaving the session `completing` until the lease runs out).
+pub async fn complete_signup_within(
+    deps: SignupDeps<'_>,
+    input: FinishInput,
+    deadline: Option<Deadline>,
 ) -> Result<Completed, SignupError> {
     let p = parse_finish(&input)?;
     let now = deps.clock.now();
@@ -206,7 +305,18 @@ pub async fn complete_signup(
         Claim::Used => return Err(SignupError::TokenUsed),
         Claim::Held => return Err(SignupError::InProgress),
     };
-    match finish_claimed(deps, &session, &claim_id, p, now).await {
+    let finishing = Box::pin(finish_claimed(deps, &session, &claim_id, p, now));
+    let result = match deadline {
+        None => finishing.await,
+        Some(deadline) => match select(finishing, deadline).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => {
+                warn!(session_id = %session.id, "signup deadline reached; releasing the claim");
+                Err(SignupError::DeadlineExceeded)
+            }
+        },
+    };
+    match result {
         Ok(done) => Ok(done),
         Err(err) => {
             if let Some(status) = err.release_status() {
@@ -264,6 +374,47 @@ fn check_token(
     Ok(())
 }
 
+fn exchange_error(e: GraphError) -> SignupError {
+    warn!(kind = ?e.kind, code = ?e.code, subcode = ?e.subcode, "code exchange failed");
+    if e.kind == GraphErrorKind::AppCredentials {
+        tracing::error!(code = ?e.code, "Meta refused our app credentials on the code exchange: check META_APP_ID and the app secret");
+        return SignupError::AppCredentials;
+    }
+    SignupError::ExchangeFailed
+}
+
+fn describe_error(e: GraphError) -> SignupError {
+    if e.kind == GraphErrorKind::AppCredentials {
+        tracing::error!(code = ?e.code, "Meta refused our app access token on debug_token: check the app secret");
+        return SignupError::AppCredentials;
+    }
+    validation_error(e, "describe the business token")
+}
+
+/// The number this signup connects: the one the page named (it must be in the WABA),
+/// or the WABA's only number.
+fn choose_number(
+    numbers: Vec<WabaNumber>,
+    named: Option<&PhoneNumberId>,
+    waba: &WabaId,
+) -> Result<WabaNumber, SignupError> {
+    match named {
+        Some(phone) => numbers.into_iter().find(|n| n.id == *phone).ok_or_else(|| {
+            SignupError::MetaValidation(format!(
+                "phone number {phone} is not in WhatsApp Business Account {waba}"
+            ))
+        }),
+        None => {
+            let mut numbers = numbers;
+            match numbers.len() {
+                0 => Err(SignupError::NoPhoneNumber),
+                1 => Ok(numbers.remove(0)),
+                _ => Err(SignupError::PhoneNumberAmbiguous),
+            }
+        }
+    }
+}
+
 async fn finish_claimed(
     deps: SignupDeps<'_>,
     session: &SignupSession,
@@ -272,43 +423,70 @@ async fn finish_claimed(
     now: DateTime<Utc>,
 ) -> Result<Completed, SignupError> {
     let app_id = &session.app_id;
-    let (exchanged, owner, existing) = join3(
-        deps.graph.exchange_code(&p.code),
-        deps.store.number_owner(&p.phone),
-        deps.store.number(app_id, &p.phone),
-    )
-    .await;
+    // The store reads run beside the exchange when the page named the number; their
+    // answer is acted on only once Meta has vouched for the token (no ownership oracle).
+    let known = async {
+        match &p.phone {
+            Some(phone) => Some(
+                join(
+                    deps.store.number_owner(phone),
+                    deps.store.number(app_id, phone),
+                )
+                .await,
+            ),
+            None => None,
+        }
+    };
+    let (exchanged, known) = join(deps.graph.exchange_code(&p.code), known).await;
+    let token = exchanged.map_err(exchange_error)?;
+
+    let (facts, listed_numbers) = match &p.waba {
+        Some(waba) => {
+            let (facts, numbers) = join(
+                deps.graph.debug_token(&token),
+                deps.graph.waba_numbers(&token, waba),
+            )
+            .await;
+            (facts, Some(numbers))
+        }
+        None => (deps.graph.debug_token(&token).await, None),
+    };
+    let facts = facts.map_err(describe_error)?;
+    let waba = match &p.waba {
+        Some(w) => w.clone(),
+        None => facts.shared_waba().ok_or_else(|| {
+            SignupError::MetaValidation(
+                "Meta did not say which WhatsApp Business Account was shared".into(),
+            )
+        })?,
+    };
+    check_token(&facts, deps.graph, &waba)?;
+    let numbers = match listed_numbers {
+        Some(numbers) => numbers,
+        None => deps.graph.waba_numbers(&token, &waba).await,
+    }
+    .map_err(|e| validation_error(e, "list the WABA's numbers"))?;
+    let listed = choose_number(numbers, p.phone.as_ref(), &waba)?;
+    let phone = listed.id.clone();
+    let (owner, existing) = match known {
+        Some(read) => read,
+        None => {
+            join(
+                deps.store.number_owner(&phone),
+                deps.store.number(app_id, &phone),
+            )
+            .await
+        }
+    };
     if owner?.is_some_and(|o| &o != app_id) {
         return Err(SignupError::LinkedToAnotherApp);
     }
     let mut existing = existing?;
-    let token = exchanged.map_err(|e| {
-        warn!(kind = ?e.kind, code = ?e.code, subcode = ?e.subcode, "code exchange failed");
-        SignupError::ExchangeFailed
-    })?;
-
-    let (facts, numbers) = join(
-        deps.graph.debug_token(&token),
-        deps.graph.waba_numbers(&token, &p.waba),
-    )
-    .await;
-    let facts = facts.map_err(|e| validation_error(e, "describe the business token"))?;
-    check_token(&facts, deps.graph, &p.waba)?;
-    let numbers = numbers.map_err(|e| validation_error(e, "list the WABA's numbers"))?;
-    let listed = numbers
-        .into_iter()
-        .find(|n| n.id == p.phone)
-        .ok_or_else(|| {
-            SignupError::MetaValidation(format!(
-                "phone number {} is not in WhatsApp Business Account {}",
-                p.phone, p.waba
-            ))
-        })?;
 
     let binding = SecretBinding {
         purpose: SecretPurpose::BusinessToken,
         app_id,
-        phone_number_id: &p.phone,
+        phone_number_id: &phone,
     };
     let sealed = deps
         .envelope
@@ -321,7 +499,8 @@ async fn finish_claimed(
 
     let signup = Signup {
         session,
-        waba: &p.waba,
+        waba: &waba,
+        kind: p.kind,
         business: p.business.as_ref(),
         listed: &listed,
         facts: &facts,
@@ -331,7 +510,7 @@ async fn finish_claimed(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (number, history) = signup.number(&p.phone, existing.as_ref());
+        let (number, history) = signup.number(&phone, existing.as_ref());
         let completion = SignupCompletion {
             session_id: session.id.clone(),
             claim_id: claim_id.to_owned(),
@@ -343,7 +522,7 @@ async fn finish_claimed(
         match deps.store.complete_signup(&completion).await {
             Ok(()) => break,
             Err(CompletionError::NumberChanged) if attempts < 3 => {
-                existing = deps.store.number(app_id, &p.phone).await?;
+                existing = deps.store.number(app_id, &phone).await?;
             }
             Err(CompletionError::NumberChanged) => return Err(SignupError::Unavailable),
             Err(CompletionError::ClaimLost) => return Err(SignupError::InProgress),
@@ -351,24 +530,24 @@ async fn finish_claimed(
             Err(CompletionError::Store(e)) => return Err(e.into()),
         }
     }
-    info!(app_id = %app_id, session_id = %session.id, phone_number_id = %p.phone, "signup completed");
+    info!(app_id = %app_id, session_id = %session.id, phone_number_id = %phone, finish = p.kind.as_str(), "signup completed");
 
     let job = Job::Setup {
         app_id: app_id.clone(),
-        phone_number_id: p.phone.clone(),
+        phone_number_id: phone.clone(),
     };
     if let Err(e) = deps.queue.enqueue(&job).await {
         // The number is stored as pending; the sweep re-drives stalled setups.
-        warn!(phone_number_id = %p.phone, error = %e, "setup job not queued; the sweep will re-drive it");
+        warn!(phone_number_id = %phone, error = %e, "setup job not queued; the sweep will re-drive it");
     }
     let redirect_url = session.redirect_url.with_query(&[
         ("status", "success"),
         ("sessionId", session.id.as_str()),
-        ("phoneNumberId", p.phone.as_str()),
+        ("phoneNumberId", phone.as_str()),
     ]);
     Ok(Completed {
         session_id: session.id.clone(),
-        phone_number_id: p.phone,
+        phone_number_id: phone,
         redirect_url,
     })
 }
@@ -376,6 +555,7 @@ async fn finish_claimed(
 struct Signup<'a> {
     session: &'a SignupSession,
     waba: &'a WabaId,
+    kind: FinishKind,
     business: Option<&'a BusinessId>,
     listed: &'a WabaNumber,
     facts: &'a TokenFacts,
@@ -396,6 +576,7 @@ impl Signup<'_> {
             register_attempts: existing
                 .map(|n| n.setup.register_attempts.clone())
                 .unwrap_or_default(),
+            coexistence: self.kind == FinishKind::BusinessApp,
             ..SetupState::default()
         };
         let mut profile = existing.map(|n| n.profile.clone()).unwrap_or_default();

@@ -3,6 +3,11 @@
 //! time; stops cleanly before the deadline (the rest stays due for the next run); and
 //! beyond what one run should do inline, fans the remaining due numbers out as check
 //! jobs for the worker. Each due number is handled at most once per sweep.
+//!
+//! Circuit breaker: when Meta refuses *our* app's credentials (a rotated or mis-set app
+//! secret), no number changes status, and the sweep stops calling Meta for the rest of
+//! the run (`app_credentials_rejected`, metric `AppCredentialsRejected`): every other
+//! check would fail the same way and spend the app's rate limit for nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -63,6 +68,8 @@ pub struct SweepReport {
     pub failed: usize,
     /// The deadline came before every due number was done.
     pub stopped_early: bool,
+    /// Meta refused our app's credentials; the sweep stopped calling Meta.
+    pub app_credentials_rejected: bool,
     pub duration_ms: u128,
 }
 
@@ -79,6 +86,7 @@ enum Handled {
         changed_to: Option<HealthStatus>,
         throttled: Option<(WabaId, DateTime<Utc>)>,
     },
+    OurCredentialsRejected,
     Redriven,
     ThrottledSkip,
     Nothing,
@@ -127,6 +135,9 @@ async fn handle(
     }
     let waba = n.waba_id.clone();
     let outcome = check_number(deps.check(), n).await?;
+    if outcome.our_credentials_rejected {
+        return Ok(Handled::OurCredentialsRejected);
+    }
     Ok(Handled::Checked {
         status: outcome.number.health.status,
         changed_to: outcome.changed.map(|e| e.to),
@@ -145,7 +156,17 @@ pub async fn sweep(
     let mut seen: HashSet<(AppId, PhoneNumberId)> = HashSet::new();
     let near_deadline = || deadline.is_some_and(|d| Instant::now() + cfg.safety_margin >= d);
     let mut inline = 0usize;
+    let breaker_open = || {
+        tally
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .report
+            .app_credentials_rejected
+    };
     loop {
+        if breaker_open() {
+            break;
+        }
         if near_deadline() {
             tally
                 .lock()
@@ -180,6 +201,10 @@ pub async fn sweep(
             .for_each_concurrent(cfg.concurrency, |d| {
                 let tally = &tally;
                 async move {
+                    if breaker_open() {
+                        // Left due: checked again once the credentials are fixed.
+                        return;
+                    }
                     if near_deadline() {
                         // Left due (not marked seen in the store): the next run takes it.
                         tally
@@ -215,6 +240,9 @@ pub async fn sweep(
                                 *entry = (*entry).max(until);
                             }
                         }
+                        Ok(Handled::OurCredentialsRejected) => {
+                            t.report.app_credentials_rejected = true;
+                        }
                         Ok(Handled::Redriven) => t.report.redriven += 1,
                         Ok(Handled::ThrottledSkip) => t.report.throttled_skips += 1,
                         Ok(Handled::Nothing) => {}
@@ -235,6 +263,7 @@ pub async fn sweep(
         redriven = report.redriven,
         fanned_out = report.fanned_out,
         stopped_early = report.stopped_early,
+        app_credentials_rejected = report.app_credentials_rejected,
         duration_ms = report.duration_ms as u64,
         "sweep done"
     );

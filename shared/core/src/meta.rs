@@ -242,6 +242,10 @@ pub struct MessagingHealth {
     pub entities: Vec<EntityHealth>,
 }
 
+/// The entities whose state decides whether a number can send (Meta also reports a
+/// MESSAGE_TEMPLATE entity when asked about a template: not the number's health).
+pub const NUMBER_ENTITIES: [&str; 4] = ["PHONE_NUMBER", "WABA", "BUSINESS", "APP"];
+
 /// Error codes Meta uses for calling (SIP) problems: never messaging evidence.
 fn is_calling_error(code: Option<i64>) -> bool {
     code.is_some_and(|c| (138_000..139_000).contains(&c))
@@ -256,6 +260,7 @@ impl MessagingHealth {
         let rated: Vec<(&EntityHealth, CanSend)> = self
             .entities
             .iter()
+            .filter(|e| NUMBER_ENTITIES.contains(&e.entity_type.as_str()))
             .filter_map(|e| e.can_send.map(|c| (e, c)))
             .collect();
         if rated.is_empty() {

@@ -276,3 +276,124 @@ async fn waba_numbers_follow_cursor_paging() {
     assert_eq!(ids, ["1", "2"]);
     assert!(script.seen.lock().unwrap()[1].2.contains("after=CUR"));
 }
+
+/// One of Meta's documented samples (`tests/fixtures/meta/`, each with its source).
+fn meta_sample(name: &str) -> Value {
+    let path = format!("{}/fixtures/meta/{name}", env!("CARGO_MANIFEST_DIR"));
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(
+        file["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://developers.facebook.com/")
+    );
+    file["payload"].clone()
+}
+
+#[tokio::test]
+async fn metas_health_samples_give_the_messaging_verdict_of_their_entities() {
+    use pipes_core::meta::CanSend;
+    let phone = PhoneNumberId::parse("106540352242922").unwrap();
+    for (sample, want, mentions) in [
+        ("health-available.json", CanSend::Available, ""),
+        (
+            "health-limited.json",
+            CanSend::Limited,
+            "PHONE_NUMBER: Your display name has not been approved yet",
+        ),
+        // Aggregate BLOCKED for SIP calling only: every entity can send messages.
+        ("health-sip-blocked.json", CanSend::Available, ""),
+        // A template's block is not the number's (MESSAGE_TEMPLATE is no number entity).
+        ("health-blocked-template.json", CanSend::Available, ""),
+    ] {
+        let (client, _) = scripted(vec![answer(200, meta_sample(sample))]).await;
+        let health = client.health(&token(), &phone).await.unwrap();
+        let (can_send, why) = health.verdict();
+        assert_eq!(can_send, want, "{sample}: {health:?}");
+        assert!(why.starts_with(mentions), "{sample}: {why}");
+        assert!(
+            !why.contains("138024") && !why.contains("SIP"),
+            "{sample}: {why}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metas_debug_token_samples_name_the_shared_waba_by_membership() {
+    let (client, _) = scripted(vec![
+        answer(200, meta_sample("debug-token-user.json")),
+        answer(200, meta_sample("debug-token-system-user.json")),
+    ])
+    .await;
+    let user = client.debug_token(&token()).await.unwrap();
+    // Meta lists the newest WABA first.
+    assert_eq!(user.shared_waba(), WabaId::parse("102289599326934"));
+    assert!(user.covers_waba(&WabaId::parse("101569239400667").unwrap()));
+    assert!(!user.covers_waba(&WabaId::parse("999").unwrap()));
+    assert_eq!(user.expires_at.map(|t| t.timestamp()), Some(1_665_090_000));
+    let system = client.debug_token(&token()).await.unwrap();
+    assert_eq!(system.shared_waba(), None, "no target ids: nothing to name");
+    assert!(system.covers_waba(&WabaId::parse("999").unwrap()));
+    assert_eq!(system.expires_at, None, "0 means never");
+}
+
+#[tokio::test]
+async fn metas_phone_numbers_subscribed_apps_and_register_samples_parse() {
+    let (client, _) = scripted(vec![
+        answer(200, meta_sample("phone-numbers.json")),
+        answer(200, meta_sample("subscribed-apps.json")),
+        answer(200, meta_sample("register-success.json")),
+        answer(400, meta_sample("error-133016.json")),
+    ])
+    .await;
+    let waba = WabaId::parse("102290129340398").unwrap();
+    let numbers = client.waba_numbers(&token(), &waba).await.unwrap();
+    let ids: Vec<&str> = numbers.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["1906385232743451", "1913623884432103"]);
+    assert_eq!(
+        numbers[0].profile.verified_name.as_deref(),
+        Some("Jasper's Market")
+    );
+    // Meta's sample truncates the ids with "...": they are read as given.
+    let apps = client.subscribed_apps(&token(), &waba).await.unwrap();
+    assert_eq!(apps, ["67084...", "52565..."]);
+    let phone = PhoneNumberId::parse("1906385232743451").unwrap();
+    client.register(&token(), &phone, "581063").await.unwrap();
+    let err = client
+        .register(&token(), &phone, "581063")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.code),
+        (GraphErrorKind::Throttled, Some(133_016))
+    );
+    assert!(
+        err.details
+            .unwrap()
+            .starts_with("Registration or Deregistration failed")
+    );
+}
+
+#[tokio::test]
+async fn our_rejected_app_credentials_are_told_apart_from_the_owners_token() {
+    let client_secret = json!({"error": {"message": "Error validating client secret.", "type": "OAuthException", "code": 1, "fbtrace_id": "A"}});
+    let bad_app_token = json!({"error": {"message": "Invalid OAuth access token signature.", "type": "OAuthException", "code": 190, "fbtrace_id": "B"}});
+    let owner_token = json!({"error": {"message": "Error validating access token", "type": "OAuthException", "code": 190, "error_subcode": 463}});
+    let (client, _) = scripted(vec![
+        answer(400, client_secret),
+        answer(400, bad_app_token),
+        answer(401, owner_token),
+    ])
+    .await;
+    let code = AuthCode::parse("AQcode").unwrap();
+    let exchange = client.exchange_code(&code).await.unwrap_err();
+    assert_eq!(exchange.kind, GraphErrorKind::AppCredentials);
+    let describe = client.debug_token(&token()).await.unwrap_err();
+    assert_eq!(describe.kind, GraphErrorKind::AppCredentials);
+    // The same 190 on a call made with the owner's token is the owner's token.
+    let profile = client
+        .profile(&token(), &PhoneNumberId::parse("42").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(profile.kind, GraphErrorKind::TokenInvalid);
+}

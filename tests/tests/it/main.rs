@@ -10,6 +10,7 @@ mod graph_client;
 mod health;
 mod kms;
 mod lifecycle;
+mod meta_scenarios;
 mod numbers_api;
 mod sandbox;
 mod secrets_at_rest;

@@ -569,3 +569,124 @@ async fn logs_of_a_signup_hold_no_token_code_or_secret() {
         assert!(!text.contains(secret), "a secret reached the logs");
     }
 }
+
+#[tokio::test]
+async fn a_completion_past_its_deadline_releases_the_claim_at_once() {
+    use pipes_core::usecases::signup::{
+        Deadline, FinishInput, FinishKind, SignupDeps, SignupError, complete_signup_within,
+    };
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let (token, session_id) = t.signup_token().await;
+    let signup = t.sandbox_signup();
+    t.sandbox.set_latency_ms(300);
+    let deps = SignupDeps {
+        store: &*t.store,
+        graph: &*t.graph,
+        envelope: &t.envelope,
+        queue: &*t.backend.queue,
+        clock: &t.clock,
+    };
+    let input = FinishInput {
+        token: token.clone(),
+        code: signup.code.clone(),
+        kind: FinishKind::Finish,
+        waba_id: Some(signup.waba_id.clone()),
+        phone_number_id: Some(signup.phone_number_id.clone()),
+        business_id: None,
+    };
+    let deadline: Deadline = Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100)));
+    let err = complete_signup_within(deps, input, Some(deadline))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SignupError::DeadlineExceeded), "{err:?}");
+    let s = t.get_session(&session_id).await.json();
+    assert_eq!(s["status"], "pending", "released, not left completing: {s}");
+    assert_eq!(s["error"]["code"], "deadline_exceeded");
+    // The owner retries at once (a fresh code), not after the 60 s lease.
+    t.sandbox.set_latency_ms(0);
+    let again = t.sandbox_signup_for(&signup.phone_number_id);
+    assert_eq!(t.finish(&token, &again).await.status, StatusCode::OK);
+}
+
+#[test]
+fn the_signup_budget_fits_inside_the_invocation() {
+    use pipes_http::InvocationDeadline;
+    use pipes_http::signup::{SIGNUP_BUDGET, signup_budget};
+    use std::time::{Duration as Std, SystemTime};
+    let in_secs = |s: u64| Some(InvocationDeadline(SystemTime::now() + Std::from_secs(s)));
+    let lambda = signup_budget(in_secs(15));
+    assert!(
+        lambda <= Std::from_secs(13) && lambda > Std::from_millis(12_900),
+        "{lambda:?}"
+    );
+    assert_eq!(signup_budget(in_secs(120)), SIGNUP_BUDGET);
+    assert_eq!(signup_budget(None), SIGNUP_BUDGET);
+    assert_eq!(signup_budget(in_secs(1)), Std::ZERO);
+}
+
+/// A junk code must learn nothing about which numbers are connected: another App's
+/// number and an unknown number get the same answer.
+#[tokio::test]
+async fn a_junk_code_cannot_probe_other_apps_numbers() {
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let (token, _) = t.signup_token().await;
+    let signup = t.sandbox_signup();
+    assert_eq!(t.finish(&token, &signup).await.status, StatusCode::OK);
+    let (_, other_key) = t.other_app().await;
+    let mut answers = Vec::new();
+    for phone in [signup.phone_number_id.as_str(), "1999999999999"] {
+        let theirs = t
+            .issue_as(&other_key, json!({"redirectUrl": "https://o.example/"}))
+            .await
+            .json();
+        let res = t
+            .post_json(
+                "/v1/signup/callback",
+                json!({"token": theirs["token"], "event": "FINISH", "code": "AQjunk",
+                    "wabaId": signup.waba_id, "phoneNumberId": phone}),
+            )
+            .await;
+        answers.push((res.status, res.json()));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn every_finish_meta_documents_is_accepted_and_both_error_reference_names_are_kept() {
+    let t = TestApp::spawn(Backend::embedded()).await;
+    for event in [
+        "FINISH_OBO_MIGRATION",
+        "FINISH_GRANT_ONLY_API_ACCESS",
+        "FINISH_ONLY_WABA",
+    ] {
+        let (token, _) = t.signup_token().await;
+        let s = t.sandbox_signup();
+        let res = t
+            .post_json(
+                "/v1/signup/callback",
+                json!({"token": token, "event": event, "code": s.code, "wabaId": s.waba_id,
+                    "phoneNumberId": s.phone_number_id, "businessId": s.business_id}),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{event}: {:?}", res.json());
+    }
+    let (token, session_id) = t.signup_token().await;
+    for reference in ["errorCode", "errorId"] {
+        let mut body = json!({"token": token, "event": "ERROR",
+            "errorMessage": "Your verified name violates WhatsApp guidelines.",
+            "metaSessionId": "f34b51dab5e0498"});
+        body[reference] = json!("524126");
+        let res = t.post_json("/v1/signup/callback", body).await;
+        assert_eq!(res.status, StatusCode::OK, "{reference}");
+    }
+    let s = t.get_session(&session_id).await.json();
+    let abandons = s["abandons"].as_array().unwrap();
+    assert_eq!(abandons.len(), 2);
+    for a in abandons {
+        assert_eq!(
+            (&a["event"], &a["errorCode"], &a["metaSessionId"]),
+            (&json!("ERROR"), &json!("524126"), &json!("f34b51dab5e0498"))
+        );
+    }
+}

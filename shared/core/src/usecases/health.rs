@@ -613,6 +613,262 @@ pub async fn set_health(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{AppId, SessionId};
+    use crate::meta::{EntityHealth, GranularScope, HealthIssue};
+    use crate::number::{PhoneNumberId, SetupState, TokenInfo, WabaId};
+
+    const APP: &str = "100";
+
+    fn number(setup_done_ago: Option<Duration>, now: DateTime<Utc>) -> Number {
+        Number {
+            phone_number_id: PhoneNumberId::parse("1").unwrap(),
+            app_id: AppId::generate(),
+            waba_id: WabaId::parse("2").unwrap(),
+            business_id: None,
+            profile: Profile::default(),
+            health: Health::pending(now),
+            setup: SetupState {
+                completed_at: setup_done_ago.map(|ago| now - ago),
+                ..SetupState::default()
+            },
+            token: TokenInfo::default(),
+            sealed_token: None,
+            sealed_pin: None,
+            session_id: SessionId::generate(),
+            metadata: crate::session::Metadata::default(),
+            connected_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+
+    fn entity(kind: &str, can: &str, codes: &[i64]) -> EntityHealth {
+        EntityHealth {
+            entity_type: kind.into(),
+            can_send: CanSend::parse(can),
+            errors: codes
+                .iter()
+                .map(|c| HealthIssue {
+                    code: Some(*c),
+                    description: format!("error {c}"),
+                })
+                .collect(),
+            additional_info: vec![],
+        }
+    }
+
+    /// Evidence of a number Meta is happy with; each case changes one thing.
+    fn good() -> Evidence {
+        Evidence {
+            facts: Ok(TokenFacts {
+                app_id: APP.into(),
+                is_valid: true,
+                expires_at: None,
+                scopes: vec![],
+                granular_scopes: vec![GranularScope {
+                    scope: "whatsapp_business_management".into(),
+                    target_ids: Some(vec!["2".into()]),
+                }],
+            }),
+            health: Ok(MessagingHealth {
+                can_send: CanSend::Available,
+                entities: vec![
+                    entity("PHONE_NUMBER", "AVAILABLE", &[]),
+                    entity("WABA", "AVAILABLE", &[]),
+                    entity("BUSINESS", "AVAILABLE", &[]),
+                    entity("APP", "AVAILABLE", &[]),
+                ],
+            }),
+            profile: Ok(Profile {
+                status: Some("CONNECTED".into()),
+                quality_rating: Some("GREEN".into()),
+                name_status: Some("APPROVED".into()),
+                ..Profile::default()
+            }),
+            subscribed: Ok(vec![APP.into()]),
+            waba: Ok(WabaInfo {
+                account_review_status: Some("APPROVED".into()),
+            }),
+            resubscribed: None,
+            app_id: APP.into(),
+        }
+    }
+
+    fn err(kind: GraphErrorKind, code: i64) -> GraphError {
+        GraphError {
+            kind,
+            code: Some(code),
+            ..GraphError::transient("meta said no")
+        }
+    }
+
+    #[test]
+    fn the_verdict_table() {
+        use HealthReason as R;
+        use HealthStatus as S;
+        let now = Utc::now();
+        type Case = (&'static str, fn(&mut Evidence), Option<(S, Option<R>)>);
+        let cases: Vec<Case> = vec![
+            ("all good", |_| {}, Some((S::Healthy, None))),
+            (
+                "our app secret rejected, even beside a revoked token",
+                |e| {
+                    e.facts = Err(err(GraphErrorKind::AppCredentials, 190));
+                    e.health = Err(err(GraphErrorKind::TokenInvalid, 190));
+                },
+                None,
+            ),
+            (
+                "token revoked",
+                |e| e.health = Err(err(GraphErrorKind::TokenInvalid, 190)),
+                Some((S::Down, Some(R::TokenInvalid))),
+            ),
+            (
+                "token not valid per debug_token",
+                |e| {
+                    if let Ok(f) = &mut e.facts {
+                        f.is_valid = false;
+                    }
+                },
+                Some((S::Down, Some(R::TokenInvalid))),
+            ),
+            (
+                "WABA entity blocked",
+                |e| {
+                    if let Ok(h) = &mut e.health {
+                        h.entities[1] = entity("WABA", "BLOCKED", &[131031]);
+                    }
+                },
+                Some((S::Down, Some(R::MetaBlocked))),
+            ),
+            (
+                "aggregate blocked by SIP calling only",
+                |e| {
+                    if let Ok(h) = &mut e.health {
+                        h.can_send = CanSend::Blocked;
+                        h.entities[0] = entity("PHONE_NUMBER", "AVAILABLE", &[138024]);
+                    }
+                },
+                Some((S::Healthy, None)),
+            ),
+            (
+                "WABA review rejected",
+                |e| {
+                    e.waba = Ok(WabaInfo {
+                        account_review_status: Some("REJECTED".into()),
+                    })
+                },
+                Some((S::Down, Some(R::AccountRejected))),
+            ),
+            (
+                "a WABA read Meta cannot answer is no evidence",
+                |e| e.waba = Err(err(GraphErrorKind::Other, 100)),
+                Some((S::Healthy, None)),
+            ),
+            (
+                "a transient failure is inconclusive",
+                |e| e.profile = Err(err(GraphErrorKind::Transient, 2)),
+                None,
+            ),
+            (
+                "business limited",
+                |e| {
+                    if let Ok(h) = &mut e.health {
+                        h.entities[2] = entity("BUSINESS", "LIMITED", &[]);
+                    }
+                },
+                Some((S::Degraded, Some(R::MetaLimited))),
+            ),
+            (
+                "quality red",
+                |e| {
+                    if let Ok(p) = &mut e.profile {
+                        p.quality_rating = Some("RED".into());
+                    }
+                },
+                Some((S::Degraded, Some(R::QualityLow))),
+            ),
+            (
+                "name declined",
+                |e| {
+                    if let Ok(p) = &mut e.profile {
+                        p.name_status = Some("DECLINED".into());
+                    }
+                },
+                Some((S::Degraded, Some(R::NameDeclined))),
+            ),
+            (
+                "name in review is only mentioned",
+                |e| {
+                    if let Ok(p) = &mut e.profile {
+                        p.name_status = Some("PENDING_REVIEW".into());
+                    }
+                },
+                Some((S::Healthy, None)),
+            ),
+            (
+                "subscription lost and not restored",
+                |e| {
+                    e.subscribed = Ok(vec![]);
+                    e.resubscribed = Some(Err(err(GraphErrorKind::Other, 100)));
+                },
+                Some((S::Degraded, Some(R::WebhookUnsubscribed))),
+            ),
+            (
+                "subscription lost and restored",
+                |e| {
+                    e.subscribed = Ok(vec![]);
+                    e.resubscribed = Some(Ok(()));
+                },
+                Some((S::Healthy, None)),
+            ),
+            (
+                "not connected",
+                |e| {
+                    if let Ok(p) = &mut e.profile {
+                        p.status = Some("PENDING".into());
+                    }
+                },
+                Some((S::Degraded, Some(R::NotConnected))),
+            ),
+        ];
+        let policy = HealthPolicy::default();
+        let n = number(Some(Duration::hours(2)), now);
+        for (name, change, want) in cases {
+            let mut e = good();
+            change(&mut e);
+            let got = match verdict(&e, &n, &policy, now) {
+                Verdict::Decided { status, reason, .. } => Some((status, reason)),
+                Verdict::Inconclusive { .. } => None,
+                Verdict::OurCredentials { .. } => {
+                    assert_eq!(want, None, "{name}");
+                    assert!(name.contains("our app secret"), "{name}");
+                    continue;
+                }
+            };
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn our_credentials_change_nothing_and_count_no_failure() {
+        let now = Utc::now();
+        let policy = HealthPolicy::default();
+        let mut n = number(Some(Duration::hours(2)), now);
+        n.health.status = HealthStatus::Healthy;
+        n.health.reason = None;
+        n.health.consecutive_failures = 2;
+        let v = Verdict::OurCredentials {
+            message: "rejected".into(),
+        };
+        let (health, changed) = apply(&n, &v, &policy, now);
+        assert_eq!(changed, None);
+        assert_eq!(health.status, HealthStatus::Healthy);
+        assert_eq!(
+            health.consecutive_failures, 2,
+            "not counted as a failed check"
+        );
+    }
 
     #[test]
     fn healthy_numbers_spread_their_next_check() {

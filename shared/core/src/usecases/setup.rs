@@ -627,3 +627,71 @@ async fn mark_setup_failed(deps: WorkerDeps<'_>, app: &AppId, phone: &PhoneNumbe
         warn!(phone_number_id = %phone, error = %e, "could not record the setup failure");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: i64, details: Option<&str>) -> GraphError {
+        GraphError {
+            kind: GraphError::classify(code, None, false),
+            code: Some(code),
+            details: details.map(str::to_owned),
+            ..GraphError::transient("register")
+        }
+    }
+
+    #[test]
+    fn each_registration_error_gets_its_outcome() {
+        let now = Utc::now();
+        let wait = |code: i64, details: Option<&str>| match registration_outcome(
+            &refused(code, details),
+            now,
+        ) {
+            RegistrationOutcome::Wait { until, .. } => until - now,
+            other => panic!("{code}: {other:?}"),
+        };
+        for (code, reason) in [
+            (133_005, HealthReason::TwoStepPinMismatch),
+            (133_006, HealthReason::NumberUnverified),
+        ] {
+            assert!(matches!(
+                registration_outcome(&refused(code, None), now),
+                RegistrationOutcome::OwnerAction { reason: r, .. } if r == reason
+            ));
+        }
+        assert_eq!(wait(133_016, None), Duration::hours(72));
+        assert_eq!(wait(133_015, None), Duration::minutes(5));
+        assert_eq!(wait(133_009, None), Duration::minutes(5));
+        assert_eq!(
+            wait(
+                133_008,
+                Some(
+                    "Too many two-step verification PIN guesses for this phone number. Try again in 12 hours."
+                )
+            ),
+            Duration::hours(12)
+        );
+        assert_eq!(wait(133_008, Some("try later")), PIN_GUESS_WAIT);
+        assert_eq!(
+            registration_outcome(&refused(2, None), now),
+            RegistrationOutcome::Other
+        );
+        assert_eq!(
+            registration_outcome(&refused(133_000, None), now),
+            RegistrationOutcome::Other,
+            "133000 is handled before: deregister, then register"
+        );
+    }
+
+    #[test]
+    fn waits_are_read_from_metas_details() {
+        assert_eq!(
+            wait_in("Try again in 30 minutes"),
+            Some(Duration::minutes(30))
+        );
+        assert_eq!(wait_in("retry after 2 days."), Some(Duration::days(2)));
+        assert_eq!(wait_in("wait 45 seconds"), Some(Duration::seconds(45)));
+        assert_eq!(wait_in("no number here"), None);
+    }
+}

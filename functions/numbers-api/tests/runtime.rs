@@ -1,5 +1,6 @@
 //! The real `numbers-api` bootstrap against a local Lambda Runtime API with the
-//! events/ samples: list, get, history, check now and remove, on moto and the sandbox.
+//! events/ samples: list, get, history, check now, a new setup attempt and remove, on
+//! moto and the sandbox.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -77,6 +78,27 @@ async fn the_bootstrap_serves_the_numbers_routes() {
     assert_eq!(
         (status, history["events"].as_array().unwrap().len()),
         (200, 2)
+    );
+    // A number whose registration waits for its owner: the App asks for a new attempt.
+    let (token, _) = t.signup_token().await;
+    let waiting = t
+        .sandbox
+        .signup(pipes_sandbox::SignupRequest {
+            scenario: Some(pipes_sandbox::Scenario::TwoStepPinSet),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(t.finish(&token, &waiting).await.status, 200);
+    t.run_jobs().await;
+    let (status, retried) = response(
+        lambda
+            .invoke(event("request-setup.json", key, &waiting.phone_number_id))
+            .await,
+    );
+    assert_eq!(
+        (status, retried["health"]["status"].as_str()),
+        (202, Some("pending")),
+        "{retried}"
     );
     let (status, _) = response(lambda.invoke(event("remove-number.json", key, phone)).await);
     assert_eq!(status, 204);

@@ -389,6 +389,7 @@ fn phone_numbers(
                 "display_phone_number": n.display_phone_number,
                 "verified_name": n.verified_name,
                 "quality_rating": n.quality_rating,
+                "status": n.status,
                 "code_verification_status": n.code_verification_status,
                 "name_status": n.name_status,
                 "platform_type": n.platform_type,
@@ -597,7 +598,7 @@ fn waba_node(sandbox: &Sandbox, waba: &str, token: Option<&str>, now: DateTime<U
     let Some(w) = state.wabas.get(waba) else {
         return missing_object(waba);
     };
-    Json(json!({"id": waba, "account_review_status": w.account_review_status})).into_response()
+    Json(json!({"id": waba, "name": "Sandbox WhatsApp Business Account", "account_review_status": w.account_review_status})).into_response()
 }
 
 /// `health_status` in Meta's shape: the aggregate and all four entities (PHONE_NUMBER,

@@ -33,7 +33,7 @@ pub struct SandboxNumber {
     /// the number has one set elsewhere (then our PIN mismatches: 133005).
     pub registered_pin: Option<String>,
     pub registrations: Vec<DateTime<Utc>>,
-    /// `VERIFIED`, `NOT_VERIFIED` (registration answers 133006), `EXPIRED`.
+    /// `VERIFIED`, or `UNVERIFIED` (Meta's OpenAPI enum; registration answers 133006).
     #[serde(default = "verified")]
     pub code_verification_status: String,
     /// Wrong PINs tried; from 3 on, registration answers 133008 (wait 12 hours).
@@ -249,7 +249,7 @@ impl SandboxNumber {
                 .then(|| format!("{:0>6}", &meta_id()[..6])),
             registrations: Vec::new(),
             code_verification_status: if scenario == Some(Scenario::Unverified) {
-                "NOT_VERIFIED".into()
+                "UNVERIFIED".into()
             } else {
                 verified()
             },

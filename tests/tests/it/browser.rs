@@ -223,3 +223,166 @@ async fn a_number_owner_cancels_then_tries_again() {
     assert_eq!(s["abandons"][0]["step"], "PHONE_NUMBER_VERIFICATION");
     c.clone().close().await.unwrap();
 }
+
+/// One of Meta's documented `WA_EMBEDDED_SIGNUP` messages (tests/fixtures/meta/), with
+/// the ids of a sandbox signup in place of Meta's.
+fn meta_message(name: &str, s: &pipes_sandbox::SignupResult) -> serde_json::Value {
+    let path = format!("{}/fixtures/meta/{name}", env!("CARGO_MANIFEST_DIR"));
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut msg = file["payload"].clone();
+    let data = msg["data"].as_object_mut().unwrap();
+    for (key, value) in [
+        ("phone_number_id", &s.phone_number_id),
+        ("waba_id", &s.waba_id),
+        ("business_id", &s.business_id),
+    ] {
+        if data.contains_key(key) {
+            data.insert(key.into(), json!(value));
+        }
+    }
+    msg
+}
+
+/// Makes the page's next FB.login answer with `code` and post `message` (if any), as
+/// Meta's dialog does, instead of opening the sandbox's dialog.
+async fn script_meta(c: &Client, code: Option<&str>, message: Option<serde_json::Value>) {
+    c.execute(
+        "const [code, message] = arguments;
+         window.FB.login = function (callback, options) {
+           window.__loginOptions = options;
+           if (message) window.postMessage(JSON.stringify(message), window.location.origin);
+           setTimeout(function () {
+             callback(code ? { status: 'connected', authResponse: { code: code } } : { status: 'unknown', authResponse: null });
+           }, 20);
+         };",
+        vec![json!(code), message.unwrap_or(serde_json::Value::Null)],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn metas_documented_finish_and_cancel_messages_drive_the_page() {
+    use pipes_sandbox::{Scenario, SignupRequest};
+    let Some(d) = driver().await else { return };
+    let c = &d.client;
+    for (sample, scenario) in [
+        (Some("es-finish.json"), None),
+        (Some("es-finish-only-waba.json"), None),
+        (
+            Some("es-finish-business-app.json"),
+            Some(Scenario::BusinessApp),
+        ),
+        (Some("es-finish-grant-only.json"), None),
+        // A code with no session message at all (an older configuration, a closed
+        // window): posted alone after a short wait.
+        (None, None),
+    ] {
+        let (t, done, session_id) = open_signup_page(c).await;
+        let s = t
+            .sandbox
+            .signup(SignupRequest {
+                scenario,
+                ..SignupRequest::default()
+            })
+            .unwrap();
+        script_meta(c, Some(&s.code), sample.map(|f| meta_message(f, &s))).await;
+        click(c, "connect").await;
+        let landed = wait_for_url(c, &done).await;
+        let q = query(&landed);
+        assert_eq!(
+            (q["status"].as_str(), q["phoneNumberId"].as_str()),
+            ("success", s.phone_number_id.as_str()),
+            "{sample:?}"
+        );
+        assert_eq!(
+            t.get_session(&session_id).await.json()["status"],
+            "completed"
+        );
+    }
+    for (sample, event) in [
+        ("es-cancel-step.json", "CANCEL"),
+        ("es-cancel-error-code.json", "ERROR"),
+        ("es-cancel-error-id.json", "ERROR"),
+    ] {
+        let (t, _, session_id) = open_signup_page(c).await;
+        let path = format!("{}/fixtures/meta/{sample}", env!("CARGO_MANIFEST_DIR"));
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        script_meta(c, None, Some(file["payload"].clone())).await;
+        click(c, "connect").await;
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Id("try-again"))
+            .await
+            .unwrap();
+        // The page asked Meta for the session message explicitly.
+        let asked: serde_json::Value = c
+            .execute("return window.__loginOptions.extras;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(asked, json!({"setup": {}, "sessionInfoVersion": "3"}));
+        let mut abandon = serde_json::Value::Null;
+        for _ in 0..100 {
+            abandon = t.get_session(&session_id).await.json()["abandons"][0].clone();
+            if !abandon.is_null() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(abandon["event"], event, "{sample}");
+        if event == "ERROR" {
+            assert_eq!(abandon["errorCode"], "524126", "{sample}");
+            assert_eq!(abandon["metaSessionId"], "f34b51dab5e0498", "{sample}");
+        } else {
+            assert_eq!(abandon["step"], "PHONE_NUMBER_SETUP");
+        }
+    }
+    c.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sandbox_dialog_finishes_without_a_number_and_the_page_says_what_to_do() {
+    let Some(d) = driver().await else { return };
+    let (t, done, session_id) = open_signup_page(&d.client).await;
+    let c = &d.client;
+    click(c, "connect").await;
+    c.wait()
+        .for_element(Locator::Id("sbx-finish-type"))
+        .await
+        .unwrap()
+        .select_by_value("FINISH_ONLY_WABA")
+        .await
+        .unwrap();
+    click(c, "sbx-finish").await;
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = c
+            .find(Locator::Id("status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if status.contains("WhatsApp Manager") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(status.contains("WhatsApp Manager"), "{status}");
+    assert_eq!(t.get_session(&session_id).await.json()["status"], "pending");
+    click(c, "try-again").await;
+    // The same link, a code only this time: the WABA's one number is found from Meta.
+    c.wait()
+        .for_element(Locator::Id("sbx-finish-type"))
+        .await
+        .unwrap()
+        .select_by_value("CODE_ONLY")
+        .await
+        .unwrap();
+    click(c, "sbx-finish").await;
+    let landed = wait_for_url(c, &done).await;
+    assert_eq!(query(&landed)["status"], "success");
+    c.clone().close().await.unwrap();
+}

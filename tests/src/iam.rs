@@ -124,10 +124,14 @@ fn dynamo_item_call(keys: &KeySchema, action: &str, req: &Json, key_field: &str)
     let Some(table) = str_of(req, &["TableName"]) else {
         return Call::unreadable(format!("dynamodb:{action} without TableName"));
     };
-    Call::new(format!("dynamodb:{action}"), dynamo_arn(table, None)).with(
-        "dynamodb:LeadingKeys",
-        leading_key(keys, req.get(key_field)),
-    )
+    // DynamoDB always binds the partition key of an item operation: one we cannot read
+    // must not pass as an empty set (which `ForAllValues` would accept).
+    let leading = leading_key(keys, req.get(key_field));
+    if leading.is_empty() {
+        return Call::unreadable(format!("dynamodb:{action} with no readable partition key"));
+    }
+    Call::new(format!("dynamodb:{action}"), dynamo_arn(table, None))
+        .with("dynamodb:LeadingKeys", leading)
 }
 
 /// The value bound to `hash` by equality in a key condition (`#pk = :pk AND ...`).
@@ -186,7 +190,13 @@ fn dynamo_calls(keys: &KeySchema, op: &str, req: &Json) -> Vec<Call> {
                 },
                 None => keys.hash.as_str(),
             };
-            vec![call.with("dynamodb:LeadingKeys", query_leading_key(req, hash))]
+            let leading = query_leading_key(req, hash);
+            if leading.is_empty() {
+                return vec![Call::unreadable(
+                    "dynamodb:Query whose partition key condition cannot be read",
+                )];
+            }
+            vec![call.with("dynamodb:LeadingKeys", leading)]
         }
         "TransactWriteItems" | "TransactGetItems" => {
             let items = req
@@ -264,15 +274,19 @@ fn dynamo_calls(keys: &KeySchema, op: &str, req: &Json) -> Vec<Call> {
 }
 
 fn kms_calls(op: &str, req: &Json) -> Vec<Call> {
+    // Only a key named by id or key ARN can be judged against its key policy; by alias,
+    // or with no key at all (legal for Decrypt), the call is refused here.
     let resource = match str_of(req, &["KeyId"]) {
-        Some(id) if id.starts_with("arn:") => id.to_owned(),
-        Some(id) if id.starts_with("alias/") => {
+        Some(id) if id.starts_with("alias/") || id.contains(":alias/") => {
             return vec![Call::unreadable(format!(
-                "kms:{op} by alias {id} (name the key in tests)"
+                "kms:{op} by alias {id} (name the key by id or ARN)"
             ))];
         }
+        Some(id) if id.starts_with("arn:") => id.to_owned(),
         Some(id) => format!("arn:aws:kms:{}:{ACCOUNT}:key/{id}", region()),
-        None => "*".to_owned(),
+        None => {
+            return vec![Call::unreadable(format!("kms:{op} without KeyId"))];
+        }
     };
     let mut call = Call::new(format!("kms:{op}"), resource);
     if let Some(ctx) = req.get("EncryptionContext").and_then(Json::as_object) {
@@ -1092,6 +1106,34 @@ Resources:
         );
         assert!(calls[0].resource.ends_with(":table/t1/index/gsi1"));
         assert_eq!(calls[0].context["dynamodb:leadingkeys"], ["DUE#03"]);
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_refused_not_passed() {
+        let keys = Template::parse(TEMPLATE).unwrap().key_schema();
+        let put = serde_json::json!({"TableName": "t1", "Item": {"pk": {"B": "AAEC"}}});
+        let query = serde_json::json!({"TableName": "t1", "KeyConditionExpression": "begins_with(#sk, :x)",
+            "ExpressionAttributeNames": {"#sk": "sk"}, "ExpressionAttributeValues": {":x": {"S": "A"}}});
+        let decrypt = serde_json::json!({"CiphertextBlob": "AAAA"});
+        for (service, target, body) in [
+            ("dynamodb", "DynamoDB_20120810.PutItem", put),
+            ("dynamodb", "DynamoDB_20120810.Query", query),
+            ("kms", "TrentService.Decrypt", decrypt),
+        ] {
+            let calls = calls_of(
+                &keys,
+                &headers(service, target),
+                body.to_string().as_bytes(),
+            );
+            assert!(
+                calls[0].action.starts_with("unreadable:"),
+                "{target}: {calls:?}"
+            );
+            let t = Template::parse(TEMPLATE).unwrap();
+            let b = Bindings::for_env(&t, &env());
+            let p = FunctionPolicy::from_template(&t, "WebhookSetupFunction", &b).unwrap();
+            assert_eq!(p.refused(&calls).len(), 1);
+        }
     }
 
     #[test]

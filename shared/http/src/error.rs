@@ -157,6 +157,9 @@ impl From<NumbersError> for ApiError {
             e @ NumbersError::SetupComplete => {
                 Self::new(StatusCode::CONFLICT, "setup_complete", e.to_string())
             }
+            e @ NumbersError::MetaWait(_) => {
+                Self::new(StatusCode::CONFLICT, "setup_waiting", e.to_string())
+            }
             NumbersError::Store(e) => e.into(),
         }
     }

@@ -305,8 +305,20 @@ async fn registration_waits(backend: Backend) {
             Some(pipes_core::Clock::now(&t.clock) + wait),
             "{code}"
         );
-        // Swept and redelivered before then: no call.
+        // Swept, redelivered or asked for again before then: no call.
         t.sweep(SweepConfig::default(), None).await;
+        t.run_jobs().await;
+        let uri = format!("/v1/numbers/{}/setup", s.phone_number_id);
+        let req = t
+            .authed(http::Method::POST, &uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let res = t.send(req).await;
+        assert_eq!(
+            (res.status.as_u16(), res.error_code()),
+            (409, "setup_waiting".into()),
+            "{code}"
+        );
         t.run_jobs().await;
         assert_eq!(t.sandbox.calls("POST register"), registers + 1, "{code}");
     }

@@ -429,8 +429,19 @@ fn apply(
             message,
         } => {
             if !setup_done && *status != HealthStatus::Down {
-                // Setup decides until it finishes (pending, or waiting for the owner).
-                (old.status, old.reason, old.message.clone(), 0)
+                if old.status == HealthStatus::Down {
+                    // Down during setup, fine now: back to pending, so the sweep
+                    // re-drives the setup.
+                    (
+                        HealthStatus::Pending,
+                        Some(HealthReason::SetupPending),
+                        Some("setup resumes: Meta no longer reports the problem".to_owned()),
+                        0,
+                    )
+                } else {
+                    // Setup decides until it finishes (pending, or waiting for the owner).
+                    (old.status, old.reason, old.message.clone(), 0)
+                }
             } else {
                 (*status, *reason, Some(message.clone()), 0)
             }
@@ -848,6 +859,27 @@ mod tests {
             };
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_number_down_during_setup_resumes_setup_when_it_recovers() {
+        let now = Utc::now();
+        let policy = HealthPolicy::default();
+        let mut n = number(None, now);
+        n.health.status = HealthStatus::Down;
+        let healthy = Verdict::Decided {
+            status: HealthStatus::Healthy,
+            reason: None,
+            message: "fine".into(),
+        };
+        let (health, changed) = apply(&n, &healthy, &policy, now);
+        assert_eq!(health.status, HealthStatus::Pending);
+        assert_eq!(changed.map(|e| e.to), Some(HealthStatus::Pending));
+        // Waiting for the owner (degraded): the check leaves it so.
+        n.health.status = HealthStatus::Degraded;
+        n.health.reason = Some(HealthReason::TwoStepPinMismatch);
+        let (health, changed) = apply(&n, &healthy, &policy, now);
+        assert_eq!((health.status, changed), (HealthStatus::Degraded, None));
     }
 
     #[test]

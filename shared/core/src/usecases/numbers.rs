@@ -31,6 +31,9 @@ pub enum NumbersError {
     Unavailable,
     #[error("setup of this number has finished; nothing to retry")]
     SetupComplete,
+    /// Meta imposed a wait (e.g. 72 h after 133016); asking again changes nothing.
+    #[error("Meta asked to wait until {0} before the next registration attempt")]
+    MetaWait(chrono::DateTime<chrono::Utc>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -138,9 +141,10 @@ pub async fn check_now(
 
 /// `POST /v1/numbers/{id}/setup`: the owner has acted (e.g. turned off two-step
 /// verification after Meta's 133005), so the App asks for a new setup attempt. Clears
-/// the wait for the owner and any scheduled retry, puts the number back to `pending`,
-/// and queues the setup job. Meta's own limits still hold: the local count of 10
-/// registrations per 72 h stays, so an attempt past it waits for the budget.
+/// the wait for the owner, puts the number back to `pending`, and queues the setup job.
+/// Meta's own limits still hold: a wait Meta imposed (133016's 72 h, 133008, ...) is
+/// refused until it ends, the local count of 10 registrations per 72 h stays, and a
+/// delivery already running the setup keeps its lease.
 pub async fn request_setup(
     store: &dyn Store,
     queue: &dyn JobQueue,
@@ -157,10 +161,15 @@ pub async fn request_setup(
             return Err(NumbersError::SetupComplete);
         }
         let now = clock.now();
+        if number.setup.owner_action.is_none()
+            && let Some(until) = number.setup.retry_after.filter(|u| *u > now)
+        {
+            return Err(NumbersError::MetaWait(until));
+        }
+        // The lease stays: a delivery running this setup now keeps it to itself.
         let mut next = number.revision(now);
         next.setup.owner_action = None;
         next.setup.retry_after = None;
-        next.setup.lease_until = None;
         let history = (number.health.status != HealthStatus::Pending).then(|| HealthEvent {
             at: now,
             from: number.health.status,

@@ -349,7 +349,27 @@ async fn register(
     let mut result = deps.graph.register(token, &n.phone_number_id, &pin).await;
     if result.as_ref().err().and_then(|e| e.code) == Some(133_000) {
         // A previous deregistration did not complete: deregister, then register again
-        // (both count against the budget, so both are recorded first).
+        // (both count against the budget, so both are recorded first, and only when
+        // the budget has room for both).
+        if n.setup.register_attempts.len() + 2 > REGISTRATIONS_PER_WINDOW {
+            let oldest = n
+                .setup
+                .register_attempts
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or(now);
+            let msg = "Meta refused registration (133000: a previous deregistration did not complete); deregistering and registering again waits for Meta's budget of 10 per 72 hours".to_owned();
+            return defer(
+                deps,
+                &n,
+                oldest + REGISTRATION_WINDOW,
+                HealthReason::RegistrationDeferred,
+                msg,
+            )
+            .await
+            .map(Err);
+        }
         n.setup.register_attempts.push(now);
         n.setup.register_attempts.push(now);
         n = save(deps.store, &n, now).await?;
@@ -403,7 +423,11 @@ pub const UNVERIFIED_MESSAGE: &str = "Meta refused registration (133006): the ph
 /// cannot be read, this long.
 pub const PIN_GUESS_WAIT: Duration = Duration::hours(24);
 
-/// A wait written in Meta's details ("... try again in 12 hours", "after 30 minutes").
+/// The longest wait read from Meta's details (a bound against text we misread).
+pub const MAX_META_WAIT: Duration = Duration::days(7);
+
+/// A wait written in Meta's details ("... try again in 12 hours", "after 30 minutes"),
+/// at most [`MAX_META_WAIT`].
 fn wait_in(details: &str) -> Option<Duration> {
     let words: Vec<&str> = details
         .split(|c: char| c.is_whitespace() || c == ',' || c == '.')
@@ -423,7 +447,8 @@ fn wait_in(details: &str) -> Option<Duration> {
         } else {
             return None;
         };
-        Some(per * i32::try_from(n).ok()?)
+        let n = i32::try_from(n.min(1_000_000)).ok()?;
+        Some((per * n).min(MAX_META_WAIT))
     })
 }
 
@@ -693,5 +718,6 @@ mod tests {
         assert_eq!(wait_in("retry after 2 days."), Some(Duration::days(2)));
         assert_eq!(wait_in("wait 45 seconds"), Some(Duration::seconds(45)));
         assert_eq!(wait_in("no number here"), None);
+        assert_eq!(wait_in("try again in 100000000 days"), Some(MAX_META_WAIT));
     }
 }

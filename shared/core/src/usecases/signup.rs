@@ -319,6 +319,7 @@ pub async fn complete_signup_within(
     match result {
         Ok(done) => Ok(done),
         Err(err) => {
+            let mut released = None;
             if let Some(status) = err.release_status() {
                 let release = Release {
                     status,
@@ -327,19 +328,63 @@ pub async fn complete_signup_within(
                         message: err.to_string(),
                     }),
                 };
-                if let Err(e) = deps
-                    .store
-                    .release_claim(&session.id, &claim_id, &release)
-                    .await
-                {
-                    // The lease ends by itself; the owner can retry after it.
-                    warn!(session_id = %session.id, error = %e, "could not release the claim");
+                // A few tries: a completion dropped at its deadline may still hold the
+                // item in a transaction for a moment.
+                for attempt in 1..=3 {
+                    match deps
+                        .store
+                        .release_claim(&session.id, &claim_id, &release)
+                        .await
+                    {
+                        Ok(r) => {
+                            released = Some(r);
+                            break;
+                        }
+                        // The lease ends by itself; the owner can retry after it.
+                        Err(e) => {
+                            warn!(session_id = %session.id, attempt, error = %e, "could not release the claim")
+                        }
+                    }
                 }
+            }
+            if matches!(err, SignupError::DeadlineExceeded)
+                && released == Some(false)
+                && let Some(done) = completed_meanwhile(deps, &session).await
+            {
+                // The transaction committed just before the deadline: it is a success.
+                return Ok(done);
             }
             warn!(session_id = %session.id, app_id = %session.app_id, code = err.code(), "signup not completed");
             Err(err)
         }
     }
+}
+
+/// When a completion dropped at its deadline had committed: the session as completed
+/// (its setup job queued again, which is harmless: setups are idempotent).
+async fn completed_meanwhile(deps: SignupDeps<'_>, session: &SignupSession) -> Option<Completed> {
+    let current = deps.store.session(&session.id).await.ok()??;
+    if current.status != SessionStatus::Completed {
+        return None;
+    }
+    let phone = PhoneNumberId::parse(current.phone_number_id.as_deref()?)?;
+    let job = Job::Setup {
+        app_id: current.app_id.clone(),
+        phone_number_id: phone.clone(),
+    };
+    if let Err(e) = deps.queue.enqueue(&job).await {
+        warn!(phone_number_id = %phone, error = %e, "setup job not queued; the sweep will re-drive it");
+    }
+    let redirect_url = current.redirect_url.with_query(&[
+        ("status", "success"),
+        ("sessionId", current.id.as_str()),
+        ("phoneNumberId", phone.as_str()),
+    ]);
+    Some(Completed {
+        session_id: current.id,
+        phone_number_id: phone,
+        redirect_url,
+    })
 }
 
 /// Graph failures while validating: Meta's "no" is the owner's problem (422); Meta

@@ -304,25 +304,12 @@ async fn register(
     n.setup
         .register_attempts
         .retain(|t| now - *t < REGISTRATION_WINDOW);
-    if n.setup.register_attempts.len() >= REGISTRATIONS_PER_WINDOW {
-        let oldest = n
-            .setup
-            .register_attempts
-            .iter()
-            .min()
-            .copied()
-            .unwrap_or(now);
+    if let Some(until) = budget_wait(&n, 1, now) {
         let msg =
             "Meta's registration budget (10 per 72 hours) is spent; registration waits".to_owned();
-        return defer(
-            deps,
-            &n,
-            oldest + REGISTRATION_WINDOW,
-            HealthReason::RegistrationDeferred,
-            msg,
-        )
-        .await
-        .map(Err);
+        return defer(deps, &n, until, HealthReason::RegistrationDeferred, msg)
+            .await
+            .map(Err);
     }
     let pin = match &n.sealed_pin {
         Some(sealed) => deps
@@ -351,24 +338,11 @@ async fn register(
         // A previous deregistration did not complete: deregister, then register again
         // (both count against the budget, so both are recorded first, and only when
         // the budget has room for both).
-        if n.setup.register_attempts.len() + 2 > REGISTRATIONS_PER_WINDOW {
-            let oldest = n
-                .setup
-                .register_attempts
-                .iter()
-                .min()
-                .copied()
-                .unwrap_or(now);
+        if let Some(until) = budget_wait(&n, 2, now) {
             let msg = "Meta refused registration (133000: a previous deregistration did not complete); deregistering and registering again waits for Meta's budget of 10 per 72 hours".to_owned();
-            return defer(
-                deps,
-                &n,
-                oldest + REGISTRATION_WINDOW,
-                HealthReason::RegistrationDeferred,
-                msg,
-            )
-            .await
-            .map(Err);
+            return defer(deps, &n, until, HealthReason::RegistrationDeferred, msg)
+                .await
+                .map(Err);
         }
         n.setup.register_attempts.push(now);
         n.setup.register_attempts.push(now);
@@ -397,6 +371,14 @@ async fn register(
             RegistrationOutcome::Other => failed(deps, &n, "register", e).await.map(Err),
         },
     }
+}
+
+/// When `needed` more register/deregister calls fit in Meta's 10 per 72 h: `None` now,
+/// else when the oldest recorded attempt leaves the window.
+fn budget_wait(n: &Number, needed: usize, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let used = &n.setup.register_attempts;
+    (used.len() + needed > REGISTRATIONS_PER_WINDOW)
+        .then(|| used.iter().min().copied().unwrap_or(now) + REGISTRATION_WINDOW)
 }
 
 /// What a refused registration calls for (META.md's registration table).

@@ -368,23 +368,34 @@ async fn completed_meanwhile(deps: SignupDeps<'_>, session: &SignupSession) -> O
         return None;
     }
     let phone = PhoneNumberId::parse(current.phone_number_id.as_deref()?)?;
+    Some(queue_setup(deps, &current, phone).await)
+}
+
+/// Queues the number's setup job and says where the owner goes next. A job that cannot
+/// be queued is not lost: the number is stored as pending and the sweep re-drives
+/// stalled setups.
+async fn queue_setup(
+    deps: SignupDeps<'_>,
+    session: &SignupSession,
+    phone: PhoneNumberId,
+) -> Completed {
     let job = Job::Setup {
-        app_id: current.app_id.clone(),
+        app_id: session.app_id.clone(),
         phone_number_id: phone.clone(),
     };
     if let Err(e) = deps.queue.enqueue(&job).await {
         warn!(phone_number_id = %phone, error = %e, "setup job not queued; the sweep will re-drive it");
     }
-    let redirect_url = current.redirect_url.with_query(&[
+    let redirect_url = session.redirect_url.with_query(&[
         ("status", "success"),
-        ("sessionId", current.id.as_str()),
+        ("sessionId", session.id.as_str()),
         ("phoneNumberId", phone.as_str()),
     ]);
-    Some(Completed {
-        session_id: current.id,
+    Completed {
+        session_id: session.id.clone(),
         phone_number_id: phone,
         redirect_url,
-    })
+    }
 }
 
 /// Graph failures while validating: Meta's "no" is the owner's problem (422); Meta
@@ -576,25 +587,7 @@ async fn finish_claimed(
         }
     }
     info!(app_id = %app_id, session_id = %session.id, phone_number_id = %phone, finish = p.kind.as_str(), "signup completed");
-
-    let job = Job::Setup {
-        app_id: app_id.clone(),
-        phone_number_id: phone.clone(),
-    };
-    if let Err(e) = deps.queue.enqueue(&job).await {
-        // The number is stored as pending; the sweep re-drives stalled setups.
-        warn!(phone_number_id = %phone, error = %e, "setup job not queued; the sweep will re-drive it");
-    }
-    let redirect_url = session.redirect_url.with_query(&[
-        ("status", "success"),
-        ("sessionId", session.id.as_str()),
-        ("phoneNumberId", phone.as_str()),
-    ]);
-    Ok(Completed {
-        session_id: session.id.clone(),
-        phone_number_id: phone,
-        redirect_url,
-    })
+    Ok(queue_setup(deps, session, phone).await)
 }
 
 struct Signup<'a> {

@@ -10,16 +10,12 @@ use std::sync::Arc;
 use axum::Router;
 use clap::Args;
 use pipes_adapters::config::MetaConfig;
-use pipes_adapters::{EmbeddedStore, local_key, local_worker};
-use pipes_core::crypto::Envelope;
-use pipes_core::meta::MetaGraph;
-use pipes_core::usecases::health::HealthPolicy;
-use pipes_core::usecases::setup::WorkerDeps;
+use pipes_adapters::{EmbeddedStore, local_worker, root};
 use pipes_core::usecases::sweep::{SweepConfig, sweep};
 use pipes_core::usecases::{PublicBaseUrl, admin};
-use pipes_core::{AppStore, Clock, Slug, SystemClock};
-use pipes_http::{ApiState, PageConfig, SignupState, local_router};
-use pipes_sandbox::{GRAPH_PATH, SANDBOX_APP_ID, Sandbox};
+use pipes_core::{AppStore, Clock, Platform, Slug, SystemClock};
+use pipes_http::local_router;
+use pipes_sandbox::{GRAPH_PATH, Sandbox};
 use tokio::net::TcpListener;
 
 pub const DEMO_SLUG: &str = "demo";
@@ -38,9 +34,7 @@ pub struct DevArgs {
 }
 
 pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
-    let meta = MetaConfig::from_env()?;
-    let store = EmbeddedStore::open(data_dir)?;
-    let master = local_key::load_or_create(data_dir)?;
+    let live = MetaConfig::from_env()?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.port)).await?;
     let addr = listener.local_addr()?;
     let base = args
@@ -48,23 +42,20 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("http://{addr}"));
     let public_base_url = PublicBaseUrl::parse(&base).map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-
-    let (meta, sandbox) = match meta {
-        Some(live) => (live, Router::new()),
+    let (meta, sandbox) = match live {
+        Some(live) => (live, None),
         None => {
             let sandbox = Sandbox::persistent(data_dir.join(SANDBOX_FILE), Arc::clone(&clock))?;
             let graph_url = format!("http://{addr}{GRAPH_PATH}");
-            (
-                crate::sweep::meta_config(&graph_url)?,
-                pipes_sandbox::router(sandbox),
-            )
+            (crate::sweep::meta_config(&graph_url)?, Some(sandbox))
         }
     };
-    let is_sandbox = meta.app_id == SANDBOX_APP_ID;
+    let (platform, store) =
+        root::local(data_dir, &meta, clock, public_base_url, sandbox.is_some())?;
 
     println!("Pipes.bot dev server listening on http://{addr}");
     println!("data dir: {}", data_dir.display());
-    if is_sandbox {
+    if sandbox.is_some() {
         println!(
             "sandbox mode: a simulated Meta answers at http://{addr}{GRAPH_PATH} \
              (set META_APP_ID, META_APP_SECRET and META_CONFIG_ID to use the real Graph API)"
@@ -72,38 +63,12 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
     } else {
         println!("live mode: Graph API at {}", meta.graph_base_url);
     }
-    announce_demo_app(&store, addr).await?;
+    announce_demo_app(&*platform.store, addr).await?;
     println!("ready (Ctrl-C stops)");
 
-    let graph: Arc<dyn MetaGraph> = Arc::new(meta.graph_client()?);
-    let envelope = Envelope::new(Arc::new(master));
-    let policy = HealthPolicy::default();
-    let worker = spawn_worker(
-        store.clone(),
-        graph.clone(),
-        envelope.clone(),
-        clock.clone(),
-        policy,
-        args.sweep_interval,
-    );
-    let store = Arc::new(store);
-    let state = SignupState {
-        api: ApiState {
-            store: store.clone(),
-            clock,
-            public_base_url,
-        },
-        graph,
-        envelope,
-        queue: store,
-        page: PageConfig {
-            meta_app_id: meta.app_id.clone(),
-            config_id: meta.config_id.clone(),
-            graph_version: meta.graph_version.clone(),
-            sandbox: is_sandbox,
-        },
-    };
-    axum::serve(listener, local_router(state, policy, sandbox))
+    let worker = spawn_worker(platform.clone(), store, args.sweep_interval);
+    let extra = sandbox.map_or_else(Router::new, pipes_sandbox::router);
+    axum::serve(listener, local_router(platform, extra))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     worker.abort();
@@ -114,23 +79,13 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
 /// The in-process worker (setup, teardown and check jobs from the embedded job table)
 /// and the periodic health sweep.
 fn spawn_worker(
+    platform: Platform,
     store: EmbeddedStore,
-    graph: Arc<dyn MetaGraph>,
-    envelope: Envelope,
-    clock: Arc<dyn Clock>,
-    policy: HealthPolicy,
     sweep_interval: u64,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let deps = WorkerDeps {
-            store: &store,
-            graph: &*graph,
-            envelope: &envelope,
-            queue: &store,
-            clock: &*clock,
-            policy: &policy,
-        };
-        let jobs = local_worker::run(store.clone(), deps, std::time::Duration::from_millis(200));
+        let deps = platform.worker();
+        let jobs = local_worker::run(store, deps, std::time::Duration::from_millis(200));
         let sweeps = async {
             if sweep_interval == 0 {
                 return std::future::pending().await;

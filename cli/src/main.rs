@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use pipes_adapters::{DynamoStore, EmbeddedStore};
 use pipes_core::Store;
 
 #[derive(Debug, Parser)]
@@ -39,13 +38,7 @@ struct StoreArgs {
 
 impl StoreArgs {
     async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
-        Ok(match &self.table {
-            Some(table) => {
-                let conf = pipes_adapters::config::aws().await;
-                Arc::new(DynamoStore::from_conf(&conf, table))
-            }
-            None => Arc::new(EmbeddedStore::open(&self.data_dir)?),
-        })
+        pipes_adapters::root::admin_store(self.table.as_deref(), &self.data_dir).await
     }
 }
 

@@ -5,14 +5,10 @@ use std::sync::Arc;
 
 use clap::Args;
 use pipes_adapters::config::{self, MetaConfig};
-use pipes_adapters::{EmbeddedStore, local_key};
-use pipes_core::crypto::{Envelope, KeyWrapper};
-use pipes_core::meta::MetaGraph;
-use pipes_core::queue::JobQueue;
-use pipes_core::usecases::health::HealthPolicy;
-use pipes_core::usecases::setup::WorkerDeps;
+use pipes_adapters::root;
+use pipes_core::usecases::PublicBaseUrl;
 use pipes_core::usecases::sweep::{SweepConfig, SweepReport, sweep};
-use pipes_core::{Store, SystemClock};
+use pipes_core::{Clock, SystemClock};
 
 use crate::StoreArgs;
 
@@ -35,43 +31,37 @@ pub fn meta_config(sandbox_graph_url: &str) -> anyhow::Result<MetaConfig> {
         Some(live) => Ok(live),
         None => Ok(MetaConfig {
             app_id: pipes_sandbox::SANDBOX_APP_ID.to_owned(),
-            app_secret: pipes_sandbox::SANDBOX_APP_SECRET.to_owned().into(),
+            app_secret: pipes_adapters::graph::AppSecret::Known(
+                pipes_sandbox::SANDBOX_APP_SECRET.to_owned().into(),
+            ),
             config_id: pipes_sandbox::SANDBOX_CONFIG_ID.to_owned(),
             graph_base_url: sandbox_graph_url.parse()?,
             graph_version: pipes_adapters::graph::GraphConfig::DEFAULT_VERSION.to_owned(),
+            tuning: config::GraphTuning::default(),
         }),
     }
 }
 
 pub async fn run(args: SweepArgs, at: &StoreArgs) -> anyhow::Result<()> {
     let meta = meta_config(&args.sandbox_graph_url)?;
-    let graph: Arc<dyn MetaGraph> = Arc::new(meta.graph_client()?);
-    let (store, queue, wrapper): (Arc<dyn Store>, Arc<dyn JobQueue>, Arc<dyn KeyWrapper>) =
-        match &at.table {
-            Some(table) => {
-                let aws = config::aws().await;
-                (
-                    Arc::new(pipes_adapters::DynamoStore::from_conf(&aws, table)),
-                    Arc::new(config::setup_queue(&aws)?),
-                    Arc::new(config::kms_wrapper(&aws)?),
-                )
-            }
-            None => {
-                let store = EmbeddedStore::open(&at.data_dir)?;
-                let master = local_key::load_or_create(&at.data_dir)?;
-                (Arc::new(store.clone()), Arc::new(store), Arc::new(master))
-            }
-        };
-    let envelope = Envelope::new(wrapper);
-    let policy = HealthPolicy::default();
-    let deps = WorkerDeps {
-        store: &*store,
-        graph: &*graph,
-        envelope: &envelope,
-        queue: &*queue,
-        clock: &SystemClock,
-        policy: &policy,
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Signup links are not made here; the base is only what the platform carries.
+    let base = PublicBaseUrl::parse("http://127.0.0.1:3000").map_err(anyhow::Error::msg)?;
+    let sandbox = meta.app_id == pipes_sandbox::SANDBOX_APP_ID;
+    let platform = match &at.table {
+        Some(table) => {
+            let aws = config::aws().await;
+            let storage = root::Storage::aws(
+                &aws,
+                table,
+                &config::required("SETUP_QUEUE_URL")?,
+                &config::required("KMS_KEY_ID")?,
+            );
+            root::assemble(storage, &meta, clock, base, sandbox)?
+        }
+        None => root::local(&at.data_dir, &meta, clock, base, sandbox)?.0,
     };
+    let deps = platform.worker();
     let cfg = SweepConfig {
         concurrency: args.concurrency.max(1),
         horizon: if args.all {

@@ -13,8 +13,10 @@ use axum::body::Body;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
-use pipes_adapters::graph::{GraphClient, GraphConfig};
+use pipes_adapters::config::{GraphTuning, MetaConfig};
+use pipes_adapters::graph::AppSecret;
 use pipes_adapters::kms::KmsWrapper;
+use pipes_adapters::root;
 use pipes_adapters::sqs::SqsQueue;
 use pipes_adapters::{DynamoStore, EmbeddedStore, dynamo};
 use pipes_core::crypto::{Envelope, KeyWrapper};
@@ -24,8 +26,7 @@ use pipes_core::usecases::health::HealthPolicy;
 use pipes_core::usecases::setup::WorkerDeps;
 use pipes_core::usecases::sweep::{SweepConfig, SweepReport};
 use pipes_core::usecases::{IssueTokenRequest, PublicBaseUrl, admin, issue_token};
-use pipes_core::{App, AppKey, Clock, Store};
-use pipes_http::{ApiState, PageConfig, SignupState};
+use pipes_core::{App, AppKey, Clock, Platform, Store};
 use pipes_sandbox::{Sandbox, SignupRequest, SignupResult};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -104,6 +105,15 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// The parts the composition root assembles.
+    pub fn storage(&self) -> root::Storage {
+        root::Storage {
+            store: Arc::clone(&self.store),
+            queue: Arc::clone(&self.queue),
+            keys: Arc::clone(&self.wrapper),
+        }
+    }
+
     pub fn embedded() -> Self {
         let (store, dir) = embedded_store();
         let master = pipes_adapters::local_key::load_or_create(dir.path()).unwrap();
@@ -245,6 +255,8 @@ pub fn sqs_event(msgs: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
 /// Graph client reaches it.
 #[derive(Debug)]
 pub struct TestApp {
+    /// What the routers and workers run with, assembled by the composition root.
+    pub platform: Platform,
     pub router: axum::Router,
     pub backend: Backend,
     pub store: Arc<dyn Store>,
@@ -283,45 +295,41 @@ impl TestApp {
         let sandbox_router = pipes_sandbox::router(sandbox.clone());
         tokio::spawn(async move { axum::serve(listener, sandbox_router).await });
         let graph_base = format!("http://{sandbox_addr}{}", pipes_sandbox::GRAPH_PATH);
-        let mut graph = GraphConfig::new(
-            graph_base.parse().unwrap(),
-            pipes_sandbox::SANDBOX_APP_ID,
-            pipes_sandbox::SANDBOX_APP_SECRET.to_owned().into(),
-        );
-        graph.timeout = std::time::Duration::from_secs(2);
-        graph.backoff = std::time::Duration::from_millis(10);
-        let envelope = Envelope::new(Arc::clone(&backend.wrapper));
-        let state = SignupState {
-            api: ApiState {
-                store: Arc::clone(&store),
-                clock: Arc::new(clock.clone()),
-                public_base_url: PublicBaseUrl::parse(base_url).unwrap(),
-            },
-            graph: Arc::new(GraphClient::new(graph).unwrap()),
-            envelope: envelope.clone(),
-            queue: Arc::clone(&backend.queue),
-            page: PageConfig {
-                meta_app_id: pipes_sandbox::SANDBOX_APP_ID.into(),
-                config_id: pipes_sandbox::SANDBOX_CONFIG_ID.into(),
-                graph_version: "v25.0".into(),
-                sandbox: true,
+        // The same assembly every host uses, with the sandbox as Meta and a clock the
+        // test moves; the Graph client gives up sooner than in production.
+        let meta = MetaConfig {
+            app_id: pipes_sandbox::SANDBOX_APP_ID.into(),
+            app_secret: AppSecret::Known(pipes_sandbox::SANDBOX_APP_SECRET.to_owned().into()),
+            config_id: pipes_sandbox::SANDBOX_CONFIG_ID.into(),
+            graph_base_url: graph_base.parse().unwrap(),
+            graph_version: "v25.0".into(),
+            tuning: GraphTuning {
+                timeout: std::time::Duration::from_secs(2),
+                backoff: std::time::Duration::from_millis(10),
             },
         };
-        let graph_client: Arc<dyn MetaGraph> = state.graph.clone();
+        let platform = root::assemble(
+            backend.storage(),
+            &meta,
+            Arc::new(clock.clone()),
+            PublicBaseUrl::parse(base_url).unwrap(),
+            true,
+        )
+        .unwrap();
         Self {
             router: pipes_http::local_router(
-                state,
-                HealthPolicy::default(),
+                platform.clone(),
                 pipes_sandbox::router(sandbox.clone()),
             ),
-            graph: graph_client,
-            policy: HealthPolicy::default(),
+            graph: Arc::clone(&platform.graph),
+            envelope: platform.envelope.clone(),
+            policy: platform.policy,
+            platform,
             backend,
             store,
             clock,
             sandbox,
             graph_base,
-            envelope,
             app: created.app,
             key: created.key,
         }
@@ -329,14 +337,7 @@ impl TestApp {
 
     /// What the workers run with (the test's clock and sandbox).
     pub fn worker_deps(&self) -> WorkerDeps<'_> {
-        WorkerDeps {
-            store: &*self.store,
-            graph: &*self.graph,
-            envelope: &self.envelope,
-            queue: &*self.backend.queue,
-            clock: &self.clock,
-            policy: &self.policy,
-        }
+        self.platform.worker()
     }
 
     /// Runs the queued jobs as the deployed worker would, until none is visible:
@@ -439,6 +440,7 @@ impl TestApp {
     /// (no cached data keys) over the same key wrapper.
     pub fn with_fresh_envelope(mut self) -> Self {
         self.envelope = Envelope::new(Arc::clone(&self.backend.wrapper));
+        self.platform.envelope = self.envelope.clone();
         self
     }
 

@@ -141,14 +141,15 @@ async fn the_bootstrap_serves_the_page_and_completes_a_signup() {
 
 #[tokio::test]
 async fn a_missing_secret_parameter_fails_the_cold_start() {
+    let t = pipes_tests::TestApp::spawn(pipes_tests::Backend::aws().await).await;
+    let env: Vec<_> = t
+        .function_env()
+        .await
+        .into_iter()
+        .filter(|(k, _)| *k != "META_APP_SECRET_PARAMETER")
+        .collect();
     let mut lambda = LambdaHarness::start().await;
-    lambda.spawn(
-        Path::new(BINARY),
-        &[
-            ("META_APP_ID", SANDBOX_APP_ID),
-            ("META_CONFIG_ID", SANDBOX_CONFIG_ID),
-        ],
-    );
+    lambda.spawn(Path::new(BINARY), &env);
     let (status, stderr) = lambda.wait_exit();
     assert!(!status.success());
     assert!(

@@ -7,6 +7,7 @@ use std::path::Path;
 use pipes_core::usecases::admin;
 use pipes_core::{Clock, SystemClock};
 use pipes_tests::runtime_api::{LambdaHarness, Outcome};
+use pipes_tests::{Backend, TestApp};
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-issuer");
@@ -28,8 +29,8 @@ fn response(outcome: Outcome) -> (u64, Value) {
 
 #[tokio::test]
 async fn the_bootstrap_answers_the_sample_events_from_dynamodb() {
-    let store = pipes_tests::dynamo_store().await;
-    let created = admin::create_app(&store, SystemClock.now(), "acme", "Acme", &[])
+    let t = TestApp::spawn(Backend::aws().await).await;
+    let created = admin::create_app(&*t.store, SystemClock.now(), "acme", "Acme", &[])
         .await
         .unwrap();
     let key = created.key.expose();
@@ -39,10 +40,7 @@ async fn the_bootstrap_answers_the_sample_events_from_dynamodb() {
         .spawn_as(
             "TokenIssuerFunction",
             Path::new(BINARY),
-            &[
-                ("TABLE_NAME", store.table()),
-                ("PUBLIC_BASE_URL", "https://connect.pipes.test"),
-            ],
+            &t.function_env().await,
         )
         .await;
     let event: Value = serde_json::from_str(&POST_TOKEN.replace(SAMPLE_KEY, key)).unwrap();
@@ -51,7 +49,7 @@ async fn the_bootstrap_answers_the_sample_events_from_dynamodb() {
     let token = issued["token"].as_str().unwrap();
     assert_eq!(
         issued["signupUrl"],
-        format!("https://connect.pipes.test/apps/acme?token={token}")
+        format!("{}/apps/acme?token={token}", pipes_tests::BASE_URL)
     );
 
     let session_id = issued["sessionId"].as_str().unwrap();

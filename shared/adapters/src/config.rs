@@ -40,35 +40,32 @@ pub fn public_base_url() -> Result<pipes_core::usecases::PublicBaseUrl, ConfigEr
     )
 }
 
-/// The DynamoDB store named by `TABLE_NAME`.
-pub fn dynamo_store(conf: &aws_config::SdkConfig) -> Result<crate::DynamoStore, ConfigError> {
-    Ok(crate::DynamoStore::from_conf(conf, required("TABLE_NAME")?))
-}
-
-/// The KMS key named by `KMS_KEY_ID` (id, ARN or alias) as the envelope's key wrapper.
-pub fn kms_wrapper(conf: &aws_config::SdkConfig) -> Result<crate::kms::KmsWrapper, ConfigError> {
-    Ok(crate::kms::KmsWrapper::new(
-        aws_sdk_kms::Client::new(conf),
-        required("KMS_KEY_ID")?,
-    ))
-}
-
-/// The setup queue named by `SETUP_QUEUE_URL`.
-pub fn setup_queue(conf: &aws_config::SdkConfig) -> Result<crate::sqs::SqsQueue, ConfigError> {
-    Ok(crate::sqs::SqsQueue::new(
-        aws_sdk_sqs::Client::new(conf),
-        required("SETUP_QUEUE_URL")?,
-    ))
-}
-
 /// Meta's credentials and where to reach the Graph API.
 #[derive(Debug, Clone)]
 pub struct MetaConfig {
     pub app_id: String,
-    pub app_secret: secrecy::SecretString,
+    pub app_secret: crate::graph::AppSecret,
     pub config_id: String,
     pub graph_base_url: url::Url,
     pub graph_version: String,
+    /// The Graph client's total timeout per call and first retry backoff.
+    pub tuning: GraphTuning,
+}
+
+/// How patient the Graph client is (the tests use shorter waits than production).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphTuning {
+    pub timeout: std::time::Duration,
+    pub backoff: std::time::Duration,
+}
+
+impl Default for GraphTuning {
+    fn default() -> Self {
+        Self {
+            timeout: std::time::Duration::from_secs(10),
+            backoff: std::time::Duration::from_millis(200),
+        }
+    }
 }
 
 fn graph_location() -> Result<(url::Url, String), ConfigError> {
@@ -106,10 +103,11 @@ impl MetaConfig {
                 let (graph_base_url, graph_version) = graph_location()?;
                 Ok(Some(Self {
                     app_id: app_id.clone(),
-                    app_secret: secret.clone().into(),
+                    app_secret: crate::graph::AppSecret::Known(secret.clone().into()),
                     config_id: config_id.clone(),
                     graph_base_url,
                     graph_version,
+                    tuning: GraphTuning::default(),
                 }))
             }
             _ => {
@@ -123,94 +121,63 @@ impl MetaConfig {
         }
     }
 
-    /// For Lambda: the app id and config id from the environment, the secret from an
-    /// SSM SecureString parameter named by `META_APP_SECRET_PARAMETER` (read once, at
-    /// cold start), so the secret never sits in the template or the function's config.
-    pub async fn from_env_and_ssm(conf: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+    /// For Lambda: the app id and config id from the environment, the secret from the SSM
+    /// SecureString parameter named by `META_APP_SECRET_PARAMETER`, read on first use
+    /// (not at cold start), so the secret never sits in the template or the
+    /// function's configuration.
+    pub fn from_env_with_ssm(conf: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
         let app_id = required("META_APP_ID")?;
         let config_id = required("META_CONFIG_ID")?;
         let parameter = required("META_APP_SECRET_PARAMETER")?;
-        let out = aws_sdk_ssm::Client::new(conf)
-            .get_parameter()
-            .name(&parameter)
-            .with_decryption(true)
-            .send()
-            .await
-            .map_err(|e| ConfigError::Invalid {
-                name: "META_APP_SECRET_PARAMETER",
-                message: format!(
-                    "could not read the parameter: {}",
-                    aws_sdk_ssm::error::DisplayErrorContext(&e)
-                ),
-            })?;
-        let secret = out
-            .parameter
-            .and_then(|p| p.value)
-            .filter(|v| !v.is_empty())
-            .ok_or(ConfigError::Invalid {
-                name: "META_APP_SECRET_PARAMETER",
-                message: "the parameter has no value".into(),
-            })?;
         let (graph_base_url, graph_version) = graph_location()?;
         Ok(Self {
             app_id,
-            app_secret: secret.into(),
+            app_secret: crate::graph::AppSecret::from_ssm(
+                aws_sdk_ssm::Client::new(conf),
+                parameter,
+            ),
             config_id,
             graph_base_url,
             graph_version,
+            tuning: GraphTuning::default(),
         })
     }
 
     pub fn graph_client(&self) -> Result<crate::graph::GraphClient, pipes_core::meta::GraphError> {
-        let mut cfg = crate::graph::GraphConfig::new(
+        let mut cfg = crate::graph::GraphConfig::with_secret(
             self.graph_base_url.clone(),
             self.app_id.clone(),
             self.app_secret.clone(),
         );
         cfg.version.clone_from(&self.graph_version);
+        cfg.timeout = self.tuning.timeout;
+        cfg.backoff = self.tuning.backoff;
         crate::graph::GraphClient::new(cfg)
     }
 }
 
-/// Everything a deployed function talks to, built once at cold start from the
-/// environment: the table, the Graph client (Meta app secret from SSM), the envelope
-/// over KMS, and the job queue.
-#[derive(Debug)]
-pub struct AwsPlatform {
-    pub meta: MetaConfig,
-    pub store: crate::DynamoStore,
-    pub graph: crate::graph::GraphClient,
-    /// One envelope for the container's life: warm invocations reuse cached data keys.
-    pub envelope: pipes_core::crypto::Envelope,
-    pub queue: crate::sqs::SqsQueue,
+/// A positive whole number from `name`.
+pub fn positive(name: &'static str) -> Result<usize, ConfigError> {
+    parsed(name, |s| {
+        s.parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| "expected a positive integer".to_owned())
+    })
 }
 
-impl AwsPlatform {
-    pub async fn from_env() -> anyhow::Result<Self> {
-        let aws = aws().await;
-        let meta = MetaConfig::from_env_and_ssm(&aws).await?;
-        Ok(Self {
-            store: dynamo_store(&aws)?,
-            graph: meta.graph_client()?,
-            envelope: pipes_core::crypto::Envelope::new(std::sync::Arc::new(kms_wrapper(&aws)?)),
-            queue: setup_queue(&aws)?,
-            meta,
-        })
-    }
+/// The health sweep's settings: `SWEEP_CONCURRENCY`, `SWEEP_MAX_INLINE`.
+pub fn sweep_config() -> Result<pipes_core::usecases::sweep::SweepConfig, ConfigError> {
+    Ok(pipes_core::usecases::sweep::SweepConfig {
+        concurrency: positive("SWEEP_CONCURRENCY")?,
+        max_inline: positive("SWEEP_MAX_INLINE")?,
+        ..pipes_core::usecases::sweep::SweepConfig::default()
+    })
+}
 
-    /// What the workers run with.
-    pub fn worker_deps<'a>(
-        &'a self,
-        clock: &'a dyn pipes_core::Clock,
-        policy: &'a pipes_core::usecases::health::HealthPolicy,
-    ) -> pipes_core::usecases::setup::WorkerDeps<'a> {
-        pipes_core::usecases::setup::WorkerDeps {
-            store: &self.store,
-            graph: &self.graph,
-            envelope: &self.envelope,
-            queue: &self.queue,
-            clock,
-            policy,
-        }
-    }
+/// `SETUP_MAX_RECEIVE_COUNT`: the setup queue's maxReceiveCount.
+pub fn max_receive_count() -> Result<u32, ConfigError> {
+    parsed("SETUP_MAX_RECEIVE_COUNT", |s| {
+        s.parse::<u32>().map_err(|e| e.to_string())
+    })
 }

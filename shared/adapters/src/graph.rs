@@ -20,6 +20,76 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
+/// Our Meta app's secret: known at start (local), or read from an SSM SecureString on
+/// first use and kept (Lambda), so a cold start makes no SSM call and a function that
+/// never calls Meta (the token issuer) never reads it.
+#[derive(Clone)]
+pub enum AppSecret {
+    Known(SecretString),
+    Ssm {
+        client: aws_sdk_ssm::Client,
+        parameter: String,
+        read: std::sync::Arc<tokio::sync::OnceCell<SecretString>>,
+    },
+}
+
+impl std::fmt::Debug for AppSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Known(_) => f.write_str("AppSecret::Known([REDACTED])"),
+            Self::Ssm { parameter, .. } => write!(f, "AppSecret::Ssm({parameter})"),
+        }
+    }
+}
+
+impl AppSecret {
+    pub fn from_ssm(client: aws_sdk_ssm::Client, parameter: impl Into<String>) -> Self {
+        Self::Ssm {
+            client,
+            parameter: parameter.into(),
+            read: std::sync::Arc::default(),
+        }
+    }
+
+    /// The secret; an SSM failure is a transient Graph failure (nothing reaches Meta).
+    pub async fn get(&self) -> Result<SecretString, GraphError> {
+        match self {
+            Self::Known(s) => Ok(s.clone()),
+            Self::Ssm {
+                client,
+                parameter,
+                read,
+            } => read
+                .get_or_try_init(|| async {
+                    let out = client
+                        .get_parameter()
+                        .name(parameter)
+                        .with_decryption(true)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            tracing::error!(
+                                parameter = %parameter,
+                                error = %aws_sdk_ssm::error::DisplayErrorContext(&e),
+                                "could not read the Meta app secret"
+                            );
+                            GraphError::transient("the Meta app secret could not be read")
+                        })?;
+                    out.parameter
+                        .and_then(|p| p.value)
+                        .filter(|v| !v.is_empty())
+                        .map(SecretString::from)
+                        .ok_or_else(|| {
+                            tracing::error!(parameter = %parameter, "the Meta app secret parameter has no value");
+                            GraphError::transient("the Meta app secret parameter has no value")
+                        })
+                })
+                .await
+                .cloned(),
+        }
+    }
+}
+
 /// How the client reaches Meta.
 #[derive(Debug, Clone)]
 pub struct GraphConfig {
@@ -28,7 +98,7 @@ pub struct GraphConfig {
     /// `v25.0`.
     pub version: String,
     pub app_id: String,
-    pub app_secret: SecretString,
+    pub app_secret: AppSecret,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     /// Extra attempts for transient failures of idempotent calls.
@@ -42,6 +112,10 @@ impl GraphConfig {
     pub const DEFAULT_VERSION: &'static str = "v25.0";
 
     pub fn new(base_url: Url, app_id: impl Into<String>, app_secret: SecretString) -> Self {
+        Self::with_secret(base_url, app_id, AppSecret::Known(app_secret))
+    }
+
+    pub fn with_secret(base_url: Url, app_id: impl Into<String>, app_secret: AppSecret) -> Self {
         Self {
             base_url,
             version: Self::DEFAULT_VERSION.to_owned(),
@@ -444,13 +518,14 @@ const MAX_PAGES: usize = 20;
 #[async_trait]
 impl MetaGraph for GraphClient {
     async fn exchange_code(&self, code: &AuthCode) -> Result<AccessToken, GraphError> {
+        let secret = self.cfg.app_secret.get().await?;
         let body: Exchanged = self
             .call(EXCHANGE, Retry::Never, || {
                 Ok(self
                     .request(Method::GET, "oauth/access_token", None)?
                     .query(&[
                         ("client_id", self.cfg.app_id.as_str()),
-                        ("client_secret", self.cfg.app_secret.expose_secret()),
+                        ("client_secret", secret.expose_secret()),
                         ("code", code.expose()),
                     ]))
             })
@@ -459,11 +534,8 @@ impl MetaGraph for GraphClient {
     }
 
     async fn debug_token(&self, token: &AccessToken) -> Result<TokenFacts, GraphError> {
-        let app_token = format!(
-            "{}|{}",
-            self.cfg.app_id,
-            self.cfg.app_secret.expose_secret()
-        );
+        let secret = self.cfg.app_secret.get().await?;
+        let app_token = format!("{}|{}", self.cfg.app_id, secret.expose_secret());
         let body: DebugTokenBody = self
             .call(DEBUG_TOKEN, Retry::Idempotent, || {
                 Ok(self.request(Method::GET, "debug_token", None)?.query(&[

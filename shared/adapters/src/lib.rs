@@ -11,6 +11,7 @@ pub mod kms;
 pub mod local_key;
 pub mod local_worker;
 pub mod metrics;
+pub mod root;
 pub mod sqs;
 pub mod sqs_worker;
 

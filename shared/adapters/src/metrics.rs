@@ -57,6 +57,18 @@ pub fn sweep_emf(report: &SweepReport, timestamp_ms: i64) -> Value {
     Value::Object(doc)
 }
 
+/// What the sweep function answers its invocation with.
+pub fn sweep_result(report: &SweepReport) -> Value {
+    json!({
+        "checked": report.checked,
+        "transitions": report.transitions,
+        "redriven": report.redriven,
+        "fannedOut": report.fanned_out,
+        "stoppedEarly": report.stopped_early,
+        "appCredentialsRejected": report.app_credentials_rejected,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod ids;
 pub mod meta;
 pub mod number;
+pub mod platform;
 pub mod ports;
 pub mod queue;
 pub mod random;
@@ -20,6 +21,7 @@ pub use ids::{AppId, AppKey, KeyId, SecretHash, SessionId, SignupToken};
 pub use number::{
     BusinessId, Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId, WabaId,
 };
+pub use platform::{MetaApp, Platform};
 pub use ports::{AppStore, NumberStore, SessionStore, Store, StoreError};
 pub use session::{
     Abandon, ExpiresIn, Metadata, RedirectUrl, SessionError, SessionStatus, SignupSession,

@@ -9,7 +9,8 @@ use pipes_core::App;
 use pipes_core::usecases::authenticate;
 use serde::de::DeserializeOwned;
 
-use crate::{ApiError, ApiState};
+use crate::ApiError;
+use pipes_core::Platform;
 
 /// Largest request body accepted (API.md): larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -113,12 +114,12 @@ pub struct PartnerApp(pub App);
 impl<S> FromRequestParts<S> for PartnerApp
 where
     S: Send + Sync,
-    ApiState: FromRef<S>,
+    Platform: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let state = ApiState::from_ref(state);
+        let state = Platform::from_ref(state);
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)

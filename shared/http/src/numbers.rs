@@ -1,44 +1,22 @@
 //! The partner's numbers (app key): list, get, history, check now, remove.
 
-use std::sync::Arc;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pipes_core::Number;
-use pipes_core::crypto::Envelope;
-use pipes_core::meta::MetaGraph;
-use pipes_core::queue::JobQueue;
-use pipes_core::usecases::health::{CheckDeps, HealthPolicy};
 use pipes_core::usecases::numbers::{
     ListRequest, check_now, encode_cursor, get_number, list_numbers, number_history, remove_number,
     request_setup,
 };
+use pipes_core::{Number, Platform};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::ApiError;
 use crate::extract::PartnerApp;
 use crate::partner::rfc3339;
-use crate::{ApiError, ApiState};
 
-/// Everything the numbers routes use; built once at start-up.
-#[derive(Debug, Clone)]
-pub struct NumbersState {
-    pub api: ApiState,
-    pub graph: Arc<dyn MetaGraph>,
-    pub envelope: Envelope,
-    pub queue: Arc<dyn JobQueue>,
-    pub policy: HealthPolicy,
-}
-
-impl axum::extract::FromRef<NumbersState> for ApiState {
-    fn from_ref(s: &NumbersState) -> Self {
-        s.api.clone()
-    }
-}
-
-pub(crate) fn routes() -> Router<NumbersState> {
+pub(crate) fn routes() -> Router<Platform> {
     Router::new()
         .route("/v1/numbers", get(list))
         .route("/v1/numbers/{phone}", get(one).delete(remove))
@@ -100,7 +78,7 @@ struct ListResponse {
 }
 
 async fn list(
-    State(state): State<NumbersState>,
+    State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListResponse>, ApiError> {
@@ -110,7 +88,7 @@ async fn list(
         limit: q.limit,
         cursor: q.cursor,
     };
-    let page = list_numbers(&*state.api.store, &app, req).await?;
+    let page = list_numbers(&*state.store, &app, req).await?;
     Ok(Json(ListResponse {
         numbers: page.numbers.iter().map(number_view).collect(),
         next_cursor: page.next_after.as_ref().map(encode_cursor),
@@ -118,52 +96,38 @@ async fn list(
 }
 
 async fn one(
-    State(state): State<NumbersState>,
+    State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
     Path(phone): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let n = get_number(&*state.api.store, &app, &phone).await?;
+    let n = get_number(&*state.store, &app, &phone).await?;
     Ok(Json(number_view(&n)))
 }
 
 async fn check(
-    State(state): State<NumbersState>,
+    State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
     Path(phone): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let deps = CheckDeps {
-        store: &*state.api.store,
-        graph: &*state.graph,
-        envelope: &state.envelope,
-        clock: &*state.api.clock,
-        policy: &state.policy,
-    };
-    let n = check_now(deps, &app, &phone).await?;
+    let n = check_now(state.check(), &app, &phone).await?;
     Ok(Json(number_view(&n)))
 }
 
 async fn setup(
-    State(state): State<NumbersState>,
+    State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
     Path(phone): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let n = request_setup(
-        &*state.api.store,
-        &*state.queue,
-        &*state.api.clock,
-        &app,
-        &phone,
-    )
-    .await?;
+    let n = request_setup(&*state.store, &*state.queue, &*state.clock, &app, &phone).await?;
     Ok((StatusCode::ACCEPTED, Json(number_view(&n))))
 }
 
 async fn history(
-    State(state): State<NumbersState>,
+    State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
     Path(phone): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let events = number_history(&*state.api.store, &app, &phone).await?;
+    let events = number_history(&*state.store, &app, &phone).await?;
     let events: Vec<Value> = events
         .iter()
         .map(|e| {
@@ -180,17 +144,10 @@ async fn history(
 }
 
 async fn remove(
-    State(state): State<NumbersState>,
+    State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
     Path(phone): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    remove_number(
-        &*state.api.store,
-        &*state.queue,
-        &*state.api.clock,
-        &app,
-        &phone,
-    )
-    .await?;
+    remove_number(&*state.store, &*state.queue, &*state.clock, &app, &phone).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,10 +10,11 @@ use pipes_core::usecases::{IssueTokenRequest, get_session, issue_token};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::ApiError;
 use crate::extract::{ApiJson, PartnerApp};
-use crate::{ApiError, ApiState};
+use pipes_core::Platform;
 
-pub(crate) fn routes() -> Router<ApiState> {
+pub(crate) fn routes() -> Router<Platform> {
     Router::new()
         .route("/v1/apps/token", post(issue))
         .route("/v1/sessions/{session_id}", get(session))
@@ -44,7 +45,7 @@ struct IssueResponse {
 }
 
 async fn issue(
-    State(state): State<ApiState>,
+    State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
     ApiJson(body): ApiJson<IssueBody>,
 ) -> Result<Json<IssueResponse>, ApiError> {
@@ -133,7 +134,7 @@ impl SessionResponse {
 }
 
 async fn session(
-    State(state): State<ApiState>,
+    State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
     Path(session_id): Path<String>,
 ) -> Result<Json<SessionResponse>, ApiError> {

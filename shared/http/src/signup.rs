@@ -2,53 +2,28 @@
 //! signup callback (`POST /v1/signup/callback`). Both are public: the token authenticates.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pipes_core::crypto::Envelope;
-use pipes_core::meta::MetaGraph;
-use pipes_core::queue::JobQueue;
-use pipes_core::random;
 use pipes_core::session::AbandonEvent;
 use pipes_core::usecases::signup::{
-    AbandonInput, Deadline, FinishInput, FinishKind, PageError, SignupDeps, complete_signup_within,
+    AbandonInput, Deadline, FinishInput, FinishKind, PageError, complete_signup_within,
     open_signup_page, record_abandon,
 };
+use pipes_core::{Platform, random};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::ApiError;
 use crate::extract::ApiJson;
 use crate::html::{document, error_page, escape, script_json};
-use crate::{ApiError, ApiState};
-
-/// What the page needs to start Meta's Embedded Signup.
-#[derive(Debug, Clone)]
-pub struct PageConfig {
-    pub meta_app_id: String,
-    pub config_id: String,
-    /// Graph API version for `FB.init`, e.g. `v25.0`.
-    pub graph_version: String,
-    /// Load the sandbox's stand-in SDK and trust the page's own origin.
-    pub sandbox: bool,
-}
 
 pub const META_SDK_URL: &str = "https://connect.facebook.net/en_US/sdk.js";
 
-/// Everything the signup routes use; built once at start-up.
-#[derive(Debug, Clone)]
-pub struct SignupState {
-    pub api: ApiState,
-    pub graph: Arc<dyn MetaGraph>,
-    pub envelope: Envelope,
-    pub queue: Arc<dyn JobQueue>,
-    pub page: PageConfig,
-}
-
-pub(crate) fn routes() -> Router<SignupState> {
+pub(crate) fn routes() -> Router<Platform> {
     Router::new()
         .route("/apps/{slug}", get(page))
         .route("/v1/signup/callback", post(callback))
@@ -131,22 +106,21 @@ fn page_error(e: PageError) -> Response {
 }
 
 async fn page(
-    State(state): State<SignupState>,
+    State(state): State<Platform>,
     Path(slug): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let token = query.get("token").map(String::as_str);
-    let (app, session) =
-        match open_signup_page(&*state.api.store, &*state.api.clock, &slug, token).await {
-            Ok(found) => found,
-            Err(e) => return page_error(e),
-        };
+    let (app, session) = match open_signup_page(&*state.store, &*state.clock, &slug, token).await {
+        Ok(found) => found,
+        Err(e) => return page_error(e),
+    };
     let nonce = random::base62(22);
-    let cfg = &state.page;
+    let cfg = &state.meta;
     let config = json!({
         "token": token.unwrap_or_default(),
         "callbackUrl": "/v1/signup/callback",
-        "metaAppId": cfg.meta_app_id,
+        "metaAppId": cfg.app_id,
         "configId": cfg.config_id,
         "graphVersion": cfg.graph_version,
         "sandbox": cfg.sandbox,
@@ -244,7 +218,7 @@ fn required(field: &'static str, v: Option<String>) -> Result<String, ApiError> 
 }
 
 async fn callback(
-    State(state): State<SignupState>,
+    State(state): State<Platform>,
     deadline: Option<axum::Extension<InvocationDeadline>>,
     ApiJson(body): ApiJson<CallbackBody>,
 ) -> Result<Json<CallbackResponse>, ApiError> {
@@ -268,13 +242,7 @@ async fn callback(
             phone_number_id: body.phone_number_id,
             business_id: body.business_id,
         };
-        let deps = SignupDeps {
-            store: &*state.api.store,
-            graph: &*state.graph,
-            envelope: &state.envelope,
-            queue: &*state.queue,
-            clock: &*state.api.clock,
-        };
+        let deps = state.signup();
         let budget = signup_budget(deadline.map(|axum::Extension(d)| d));
         let stop: Deadline = Box::pin(tokio::time::sleep(budget));
         let done = complete_signup_within(deps, input, Some(stop)).await?;
@@ -304,7 +272,7 @@ async fn callback(
         error_message: body.error_message,
         meta_session_id: body.meta_session_id,
     };
-    let recorded = record_abandon(&*state.api.store, &*state.api.clock, input).await?;
+    let recorded = record_abandon(&*state.store, &*state.clock, input).await?;
     Ok(Json(CallbackResponse {
         status: "pending",
         session_id: recorded.session_id.to_string(),

@@ -1,0 +1,73 @@
+//! The platform's parts, assembled once by the composition root (`pipes_adapters::root`)
+//! for every host: each Lambda, `pipes dev`, `pipes sweep` and the test harness. Use
+//! cases never take the whole platform: they take the narrow dependency sets below
+//! (`SignupDeps`, `WorkerDeps`, `CheckDeps`) or a single port.
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::crypto::Envelope;
+use crate::meta::MetaGraph;
+use crate::ports::Store;
+use crate::queue::JobQueue;
+use crate::usecases::PublicBaseUrl;
+use crate::usecases::health::{CheckDeps, HealthPolicy};
+use crate::usecases::setup::WorkerDeps;
+use crate::usecases::signup::SignupDeps;
+
+/// What the hosted page needs to start Meta's Embedded Signup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaApp {
+    pub app_id: String,
+    pub config_id: String,
+    /// Graph API version for `FB.init`, e.g. `v25.0`.
+    pub graph_version: String,
+    /// The sandbox stands in for Meta: the page loads its SDK stand-in and trusts its
+    /// own origin.
+    pub sandbox: bool,
+}
+
+/// Every part a host runs with; cheap to clone (shared handles).
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn JobQueue>,
+    pub graph: Arc<dyn MetaGraph>,
+    /// One envelope for the process's life: warm invocations reuse cached data keys.
+    pub envelope: Envelope,
+    pub clock: Arc<dyn Clock>,
+    pub policy: HealthPolicy,
+    /// Base of signup links.
+    pub public_base_url: PublicBaseUrl,
+    pub meta: MetaApp,
+}
+
+impl Platform {
+    /// What CompleteSignup talks to.
+    pub fn signup(&self) -> SignupDeps<'_> {
+        SignupDeps {
+            store: &*self.store,
+            graph: &*self.graph,
+            envelope: &self.envelope,
+            queue: &*self.queue,
+            clock: &*self.clock,
+        }
+    }
+
+    /// What the setup worker and the sweep talk to.
+    pub fn worker(&self) -> WorkerDeps<'_> {
+        WorkerDeps {
+            store: &*self.store,
+            graph: &*self.graph,
+            envelope: &self.envelope,
+            queue: &*self.queue,
+            clock: &*self.clock,
+            policy: &self.policy,
+        }
+    }
+
+    /// What a health check talks to.
+    pub fn check(&self) -> CheckDeps<'_> {
+        self.worker().check()
+    }
+}

@@ -7,8 +7,9 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use pipes_core::StoreError;
-use pipes_core::usecases::setup::{JobFailure, WorkerDeps, handle_job};
-use tracing::warn;
+use pipes_core::usecases::jobs::{JobFailure, handle_job};
+use pipes_core::usecases::setup::WorkerDeps;
+use tracing::{Instrument, info_span, warn};
 
 use crate::EmbeddedStore;
 
@@ -31,7 +32,11 @@ pub async fn run_once(
     let jobs = store.take_jobs(now, batch, now + VISIBILITY).await?;
     for job in &jobs {
         let final_attempt = job.attempts >= MAX_ATTEMPTS;
-        match handle_job(deps, &job.body, final_attempt).await {
+        let span = info_span!("job", job_id = job.id, attempt = job.attempts);
+        match handle_job(deps, &job.body, final_attempt)
+            .instrument(span)
+            .await
+        {
             Ok(()) => store.ack_job(job.id).await?,
             Err(failure) => {
                 let (message, dead) = match &failure {

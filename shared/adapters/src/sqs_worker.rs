@@ -4,8 +4,9 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::join_all;
-use pipes_core::usecases::setup::{JobFailure, WorkerDeps, handle_job};
-use tracing::warn;
+use pipes_core::usecases::jobs::{JobFailure, handle_job};
+use pipes_core::usecases::setup::WorkerDeps;
+use tracing::{Instrument, info_span, warn};
 
 fn receive_count(m: &SqsMessage) -> u32 {
     m.attributes
@@ -22,8 +23,11 @@ pub async fn handle_batch(
     event: SqsEvent,
     max_receive_count: u32,
 ) -> SqsBatchResponse {
-    let runs = event.records.iter().map(|m| async move {
+    let runs = event.records.iter().map(|m| {
+        // One span per message: its job's own spans (appId, phoneNumberId) nest in it.
         let id = m.message_id.clone().unwrap_or_default();
+        let span = info_span!("sqs_message", message_id = %id, receive_count = receive_count(m));
+        async move {
         let Some(body) = m.body.as_deref() else {
             warn!(message_id = %id, "message without a body");
             return Some(id);
@@ -40,6 +44,8 @@ pub async fn handle_batch(
                 Some(id)
             }
         }
+        }
+        .instrument(span)
     });
     let mut response = SqsBatchResponse::default();
     for failed in join_all(runs).await.into_iter().flatten() {

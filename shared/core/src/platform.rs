@@ -46,7 +46,8 @@ impl Platform {
     /// What CompleteSignup talks to.
     pub fn signup(&self) -> SignupDeps<'_> {
         SignupDeps {
-            store: &*self.store,
+            sessions: &*self.store,
+            numbers: &*self.store,
             graph: &*self.graph,
             envelope: &self.envelope,
             queue: &*self.queue,

@@ -33,7 +33,7 @@ impl StoreError {
 }
 
 #[async_trait]
-pub trait AppStore: Send + Sync {
+pub trait AppStore: Send + Sync + std::fmt::Debug {
     /// Stores a new App with its first key. `Conflict` when the slug or id is taken.
     async fn create_app(
         &self,
@@ -123,7 +123,7 @@ pub enum CompletionError {
 }
 
 #[async_trait]
-pub trait SessionStore: Send + Sync {
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Stores a new session; `Conflict` if its id or token hash already exists.
     async fn insert_session(&self, session: &SignupSession) -> Result<(), StoreError>;
     async fn session(&self, id: &SessionId) -> Result<Option<SignupSession>, StoreError>;
@@ -199,7 +199,7 @@ pub struct DueNumber {
 }
 
 #[async_trait]
-pub trait NumberStore: Send + Sync {
+pub trait NumberStore: Send + Sync + std::fmt::Debug {
     /// The App's record of the number (including a removed one).
     async fn number(
         &self,

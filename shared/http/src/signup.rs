@@ -111,10 +111,11 @@ async fn page(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let token = query.get("token").map(String::as_str);
-    let (app, session) = match open_signup_page(&*state.store, &*state.clock, &slug, token).await {
-        Ok(found) => found,
-        Err(e) => return page_error(e),
-    };
+    let (app, session) =
+        match open_signup_page(&*state.store, &*state.store, &*state.clock, &slug, token).await {
+            Ok(found) => found,
+            Err(e) => return page_error(e),
+        };
     let nonce = random::base62(22);
     let cfg = &state.meta;
     let config = json!({

@@ -421,3 +421,36 @@ async fn sqs_moves_a_message_to_the_dead_letter_queue_after_max_receives() {
     );
     assert!(n.setup.last_error.is_some());
 }
+
+/// One signup can be followed through the logs of the three functions it touches by
+/// its ids: the callback's completion span, then the worker's span per SQS message,
+/// its setup and its first check, each carrying appId, phoneNumberId (and sessionId).
+#[tokio::test]
+async fn one_signup_can_be_followed_through_the_logs_by_its_ids() {
+    let logs = pipes_tests::LogCapture::global();
+    let t = TestApp::spawn(Backend::aws().await).await;
+    let (token, session_id) = t.signup_token().await;
+    let s = t.sandbox_signup();
+    assert_eq!(t.finish(&token, &s).await.status, 200);
+    t.run_jobs().await;
+    let text = logs.text();
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&s.phone_number_id) && l.contains(t.app.id.as_str()))
+        .collect();
+    let has = |parts: &[&str]| ours.iter().any(|l| parts.iter().all(|p| l.contains(p)));
+    assert!(
+        has(&["complete_signup_within{", &session_id, "signup completed"]),
+        "{ours:#?}"
+    );
+    assert!(
+        has(&[
+            "sqs_message{message_id=",
+            "handle_job{job=\"setup\"}",
+            "run_setup{",
+            "setup completed"
+        ]),
+        "{ours:#?}"
+    );
+    assert!(has(&["check_number{", "health changed"]), "{ours:#?}");
+}

@@ -573,19 +573,13 @@ async fn logs_of_a_signup_hold_no_token_code_or_secret() {
 #[tokio::test]
 async fn a_completion_past_its_deadline_releases_the_claim_at_once() {
     use pipes_core::usecases::signup::{
-        Deadline, FinishInput, FinishKind, SignupDeps, SignupError, complete_signup_within,
+        Deadline, FinishInput, FinishKind, SignupError, complete_signup_within,
     };
     let t = TestApp::spawn(Backend::embedded()).await;
     let (token, session_id) = t.signup_token().await;
     let signup = t.sandbox_signup();
     t.sandbox.set_latency_ms(300);
-    let deps = SignupDeps {
-        store: &*t.store,
-        graph: &*t.graph,
-        envelope: &t.envelope,
-        queue: &*t.backend.queue,
-        clock: &t.clock,
-    };
+    let deps = t.platform.signup();
     let input = FinishInput {
         token: token.clone(),
         code: signup.code.clone(),

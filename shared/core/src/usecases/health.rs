@@ -25,7 +25,7 @@ use crate::meta::{
 use crate::number::{
     Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId, Profile,
 };
-use crate::ports::{Store, StoreError, WriteError};
+use crate::ports::{NumberStore, StoreError, WriteError};
 
 /// When numbers are checked and what counts as what.
 #[derive(Debug, Clone, Copy)]
@@ -92,7 +92,7 @@ fn jitter_ms(range: i64) -> i64 {
 /// Everything CheckHealth talks to.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckDeps<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a dyn NumberStore,
     pub graph: &'a dyn MetaGraph,
     pub envelope: &'a Envelope,
     pub clock: &'a dyn Clock,
@@ -512,6 +512,7 @@ pub async fn check_health(
 }
 
 /// Checks a number already read (the version read is the one the write depends on).
+#[tracing::instrument(skip_all, fields(app_id = %number.app_id, phone_number_id = %number.phone_number_id))]
 pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOutcome, CheckError> {
     if !number.is_live() {
         return Ok(CheckOutcome {
@@ -589,7 +590,7 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
 /// Sets a number's health outside a full check (e.g. setup finding the token revoked,
 /// or a deferred registration), conditional on the version given.
 pub async fn set_health(
-    store: &dyn Store,
+    store: &dyn NumberStore,
     policy: &HealthPolicy,
     number: &Number,
     status: HealthStatus,

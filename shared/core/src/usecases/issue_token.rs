@@ -66,6 +66,7 @@ pub enum IssueTokenError {
 
 /// Validates the partner's request, stores a pending session under the App and returns
 /// the token (its only plaintext copy) with the hosted-page URL.
+#[tracing::instrument(skip_all, fields(app_id = %app.id, session_id = tracing::field::Empty))]
 pub async fn issue_token(
     sessions: &dyn SessionStore,
     clock: &dyn Clock,
@@ -97,6 +98,7 @@ pub async fn issue_token(
         error: None,
         abandons: Vec::new(),
     };
+    tracing::Span::current().record("session_id", tracing::field::display(&session.id));
     sessions.insert_session(&session).await?;
     tracing::info!(app_id = %app.id, session_id = %session.id, "signup token issued");
     Ok(IssuedToken {

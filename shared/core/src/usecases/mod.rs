@@ -6,6 +6,7 @@ pub mod authenticate;
 pub mod get_session;
 pub mod health;
 pub mod issue_token;
+pub mod jobs;
 pub mod numbers;
 pub mod setup;
 pub mod signup;

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::clock::Clock;
 use crate::number::{Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId};
-use crate::ports::{NumberPage, Store, StoreError, WriteError};
+use crate::ports::{NumberPage, NumberStore, StoreError, WriteError};
 use crate::queue::{Job, JobQueue};
 use crate::usecases::health::{CheckDeps, CheckError, check_number};
 
@@ -65,7 +65,7 @@ fn decode_cursor(cursor: &str) -> Option<PhoneNumberId> {
 }
 
 pub async fn list_numbers(
-    store: &dyn Store,
+    store: &dyn NumberStore,
     app: &App,
     req: ListRequest,
 ) -> Result<NumberPage, NumbersError> {
@@ -101,7 +101,11 @@ pub async fn list_numbers(
         .await?)
 }
 
-pub async fn get_number(store: &dyn Store, app: &App, phone: &str) -> Result<Number, NumbersError> {
+pub async fn get_number(
+    store: &dyn NumberStore,
+    app: &App,
+    phone: &str,
+) -> Result<Number, NumbersError> {
     let phone = PhoneNumberId::parse(phone).ok_or(NumbersError::NotFound)?;
     store
         .number(&app.id, &phone)
@@ -110,7 +114,7 @@ pub async fn get_number(store: &dyn Store, app: &App, phone: &str) -> Result<Num
 }
 
 pub async fn number_history(
-    store: &dyn Store,
+    store: &dyn NumberStore,
     app: &App,
     phone: &str,
 ) -> Result<Vec<HealthEvent>, NumbersError> {
@@ -119,6 +123,7 @@ pub async fn number_history(
 }
 
 /// `POST /v1/numbers/{id}/health-check`: a check now.
+#[tracing::instrument(skip_all, fields(app_id = %app.id, phone_number_id = %phone))]
 pub async fn check_now(
     deps: CheckDeps<'_>,
     app: &App,
@@ -145,8 +150,9 @@ pub async fn check_now(
 /// Meta's own limits still hold: a wait Meta imposed (133016's 72 h, 133008, ...) is
 /// refused until it ends, the local count of 10 registrations per 72 h stays, and a
 /// delivery already running the setup keeps its lease.
+#[tracing::instrument(skip_all, fields(app_id = %app.id, phone_number_id = %phone))]
 pub async fn request_setup(
-    store: &dyn Store,
+    store: &dyn NumberStore,
     queue: &dyn JobQueue,
     clock: &dyn Clock,
     app: &App,
@@ -213,8 +219,9 @@ pub async fn request_setup(
 /// the WABA remains, a teardown job unsubscribes the WABA's webhooks. The teardown job
 /// is queued before the removal commits (it waits for the removal), so an acknowledged
 /// removal never loses its teardown. Removing twice is not an error.
+#[tracing::instrument(skip_all, fields(app_id = %app.id, phone_number_id = %phone))]
 pub async fn remove_number(
-    store: &dyn Store,
+    store: &dyn NumberStore,
     queue: &dyn JobQueue,
     clock: &dyn Clock,
     app: &App,

@@ -10,7 +10,8 @@
 //!    says (133008, 133009, 133015, 133016), or deregister first (133000);
 //! 3. read the profile; 4. link the number to its App and run the first health check.
 //!
-//! Also Teardown (after a removal) and the job dispatcher both workers share.
+//! Also Teardown (after a removal). The job dispatcher both workers share is in
+//! `usecases::jobs`.
 
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
@@ -20,8 +21,8 @@ use crate::crypto::{Envelope, Sealed, SecretBinding, SecretPurpose};
 use crate::ids::AppId;
 use crate::meta::{AccessToken, GraphError, GraphErrorKind, MetaGraph};
 use crate::number::{HealthReason, HealthStatus, Number, PhoneNumberId, WabaId};
-use crate::ports::{Store, StoreError, WriteError};
-use crate::queue::{Job, JobQueue};
+use crate::ports::{NumberStore, StoreError, WriteError};
+use crate::queue::JobQueue;
 use crate::usecases::health::{
     CheckDeps, CheckError, HealthPolicy, check_number, open_token, set_health,
 };
@@ -37,7 +38,7 @@ pub const SETUP_LEASE: Duration = Duration::minutes(2);
 /// Everything the workers talk to.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerDeps<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a dyn NumberStore,
     pub graph: &'a dyn MetaGraph,
     pub envelope: &'a Envelope,
     pub queue: &'a dyn JobQueue,
@@ -103,7 +104,7 @@ impl From<CheckError> for SetupError {
 
 /// Stores a step's progress over the version read; returns the stored number.
 async fn save(
-    store: &dyn Store,
+    store: &dyn NumberStore,
     number: &Number,
     now: DateTime<Utc>,
 ) -> Result<Number, SetupError> {
@@ -214,6 +215,7 @@ async fn defer(
     Ok(SetupOutcome::Deferred { until, reason })
 }
 
+#[tracing::instrument(skip_all, fields(app_id = %app, phone_number_id = %phone))]
 pub async fn run_setup(
     deps: WorkerDeps<'_>,
     app: &AppId,
@@ -505,6 +507,7 @@ async fn owner_must_act(
 }
 
 /// After a removal: unsubscribes the WABA's webhooks when no live number of it remains.
+#[tracing::instrument(skip_all, fields(app_id = %app, waba_id = %waba, phone_number_id = %phone))]
 pub async fn teardown(
     deps: WorkerDeps<'_>,
     app: &AppId,
@@ -555,83 +558,6 @@ pub async fn teardown(
             info!(waba_id = %waba, kind = ?e.kind, "teardown: Meta refused; our access is gone already");
             Ok(())
         }
-    }
-}
-
-/// Why a queued job was not done.
-#[derive(Debug, thiserror::Error)]
-pub enum JobFailure {
-    /// Deliver again later.
-    #[error("retry: {0}")]
-    Retry(String),
-    /// Not a job: no retry will help (it still goes to the dead-letter queue).
-    #[error("malformed job: {0}")]
-    Malformed(String),
-}
-
-/// Runs one queued job. `final_attempt`: this is the last delivery before the
-/// dead-letter queue, so a failure is recorded on the number for the partner to see.
-pub async fn handle_job(
-    deps: WorkerDeps<'_>,
-    body: &str,
-    final_attempt: bool,
-) -> Result<(), JobFailure> {
-    let job: Job = serde_json::from_str(body).map_err(|e| JobFailure::Malformed(e.to_string()))?;
-    let result = match &job {
-        Job::Setup {
-            app_id,
-            phone_number_id,
-        } => run_setup(deps, app_id, phone_number_id).await.map(|_| ()),
-        Job::Teardown {
-            app_id,
-            waba_id,
-            phone_number_id,
-            sealed_token,
-        } => teardown(deps, app_id, waba_id, phone_number_id, sealed_token).await,
-        Job::Check { numbers } => {
-            for (app, phone) in numbers {
-                match crate::usecases::health::check_health(deps.check(), app, phone).await {
-                    Ok(_) | Err(CheckError::NotFound) => {}
-                    Err(e) => {
-                        warn!(phone_number_id = %phone, error = %e, "fanned-out check failed")
-                    }
-                }
-            }
-            Ok(())
-        }
-    };
-    match result {
-        Ok(()) => Ok(()),
-        Err(SetupError::Retry(msg)) => {
-            if final_attempt
-                && let Job::Setup {
-                    app_id,
-                    phone_number_id,
-                } = &job
-            {
-                mark_setup_failed(deps, app_id, phone_number_id, &msg).await;
-            }
-            Err(JobFailure::Retry(msg))
-        }
-        Err(SetupError::Store(e)) => Err(JobFailure::Retry(e.to_string())),
-    }
-}
-
-/// The last delivery failed: the number shows why (`setup.lastError`, reason
-/// `setup_failed`); it stays pending and the sweep re-drives it later.
-async fn mark_setup_failed(deps: WorkerDeps<'_>, app: &AppId, phone: &PhoneNumberId, msg: &str) {
-    let Ok(Some(n)) = deps.store.number(app, phone).await else {
-        return;
-    };
-    if !n.is_live() || n.health.status != HealthStatus::Pending {
-        return;
-    }
-    let mut failed = n.revision(deps.clock.now());
-    failed.setup.last_error = Some(msg.to_owned());
-    failed.health.reason = Some(HealthReason::SetupFailed);
-    failed.health.message = Some(format!("setup failed after every retry: {msg}"));
-    if let Err(e) = deps.store.save_number(&failed, n.version, None).await {
-        warn!(phone_number_id = %phone, error = %e, "could not record the setup failure");
     }
 }
 

@@ -36,7 +36,10 @@ use crate::number::{
     BusinessId, Health, HealthEvent, HealthReason, HealthStatus, Number, PhoneNumberId, SetupState,
     TokenInfo, WabaId,
 };
-use crate::ports::{Claim, CompletionError, Release, SignupCompletion, Store, StoreError};
+use crate::ports::{
+    AppStore, Claim, CompletionError, NumberStore, Release, SessionStore, SignupCompletion,
+    StoreError,
+};
 use crate::queue::{Job, JobQueue};
 use crate::random;
 use crate::session::{Abandon, AbandonEvent, SessionFailure, SessionStatus, SignupSession};
@@ -47,7 +50,8 @@ pub const CLAIM_LEASE: Duration = Duration::seconds(60);
 /// Everything CompleteSignup talks to.
 #[derive(Debug, Clone, Copy)]
 pub struct SignupDeps<'a> {
-    pub store: &'a dyn Store,
+    pub sessions: &'a dyn SessionStore,
+    pub numbers: &'a dyn NumberStore,
     pub graph: &'a dyn MetaGraph,
     pub envelope: &'a Envelope,
     pub queue: &'a dyn JobQueue,
@@ -219,20 +223,21 @@ pub enum PageError {
 }
 
 pub async fn open_signup_page(
-    store: &dyn Store,
+    apps: &dyn AppStore,
+    sessions: &dyn SessionStore,
     clock: &dyn Clock,
     slug: &str,
     token: Option<&str>,
 ) -> Result<(App, SignupSession), PageError> {
     let app = match Slug::parse(slug) {
-        Ok(slug) => store.app_by_slug(&slug).await?,
+        Ok(slug) => apps.app_by_slug(&slug).await?,
         Err(_) => None,
     }
     .ok_or(PageError::UnknownApp)?;
     let token = token
         .and_then(SignupToken::parse)
         .ok_or(PageError::UnknownToken)?;
-    let session = store
+    let session = sessions
         .session_by_token(&token.hash())
         .await?
         .filter(|s| s.app_id == app.id)
@@ -286,6 +291,7 @@ pub async fn complete_signup(
 
 /// CompleteSignup that stops at `deadline`, releasing its claim so the owner can retry
 /// at once (never leaving the session `completing` until the lease runs out).
+#[tracing::instrument(skip_all, fields(session_id = tracing::field::Empty, app_id = tracing::field::Empty, phone_number_id = tracing::field::Empty))]
 pub async fn complete_signup_within(
     deps: SignupDeps<'_>,
     input: FinishInput,
@@ -295,11 +301,16 @@ pub async fn complete_signup_within(
     let now = deps.clock.now();
     let claim_id = random::base62(16);
     let session = match deps
-        .store
+        .sessions
         .claim_session(&p.token.hash(), &claim_id, now, now + CLAIM_LEASE)
         .await?
     {
-        Claim::Won(s) => *s,
+        Claim::Won(s) => {
+            let span = tracing::Span::current();
+            span.record("session_id", tracing::field::display(&s.id));
+            span.record("app_id", tracing::field::display(&s.app_id));
+            *s
+        }
         Claim::NotFound => return Err(SignupError::TokenNotFound),
         Claim::Expired => return Err(SignupError::TokenExpired),
         Claim::Used => return Err(SignupError::TokenUsed),
@@ -332,7 +343,7 @@ pub async fn complete_signup_within(
                 // item in a transaction for a moment.
                 for attempt in 1..=3 {
                     match deps
-                        .store
+                        .sessions
                         .release_claim(&session.id, &claim_id, &release)
                         .await
                     {
@@ -363,7 +374,7 @@ pub async fn complete_signup_within(
 /// When a completion dropped at its deadline had committed: the session as completed
 /// (its setup job queued again, which is harmless: setups are idempotent).
 async fn completed_meanwhile(deps: SignupDeps<'_>, session: &SignupSession) -> Option<Completed> {
-    let current = deps.store.session(&session.id).await.ok()??;
+    let current = deps.sessions.session(&session.id).await.ok()??;
     if current.status != SessionStatus::Completed {
         return None;
     }
@@ -485,8 +496,8 @@ async fn finish_claimed(
         match &p.phone {
             Some(phone) => Some(
                 join(
-                    deps.store.number_owner(phone),
-                    deps.store.number(app_id, phone),
+                    deps.numbers.number_owner(phone),
+                    deps.numbers.number(app_id, phone),
                 )
                 .await,
             ),
@@ -524,12 +535,13 @@ async fn finish_claimed(
     .map_err(|e| validation_error(e, "list the WABA's numbers"))?;
     let listed = choose_number(numbers, p.phone.as_ref(), &waba)?;
     let phone = listed.id.clone();
+    tracing::Span::current().record("phone_number_id", tracing::field::display(&phone));
     let (owner, existing) = match known {
         Some(read) => read,
         None => {
             join(
-                deps.store.number_owner(&phone),
-                deps.store.number(app_id, &phone),
+                deps.numbers.number_owner(&phone),
+                deps.numbers.number(app_id, &phone),
             )
             .await
         }
@@ -575,10 +587,10 @@ async fn finish_claimed(
             number,
             history,
         };
-        match deps.store.complete_signup(&completion).await {
+        match deps.numbers.complete_signup(&completion).await {
             Ok(()) => break,
             Err(CompletionError::NumberChanged) if attempts < 3 => {
-                existing = deps.store.number(app_id, &phone).await?;
+                existing = deps.numbers.number(app_id, &phone).await?;
             }
             Err(CompletionError::NumberChanged) => return Err(SignupError::Unavailable),
             Err(CompletionError::ClaimLost) => return Err(SignupError::InProgress),
@@ -700,8 +712,9 @@ fn bounded(
 }
 
 /// RecordAbandon: keeps the event for the funnel; the token stays usable.
+#[tracing::instrument(skip_all)]
 pub async fn record_abandon(
-    store: &dyn Store,
+    store: &dyn SessionStore,
     clock: &dyn Clock,
     input: AbandonInput,
 ) -> Result<Recorded, SignupError> {

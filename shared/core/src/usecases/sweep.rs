@@ -146,6 +146,7 @@ async fn handle(
 }
 
 /// One sweep, until nothing is due or `deadline` (minus the safety margin) is near.
+#[tracing::instrument(skip_all)]
 pub async fn sweep(
     deps: WorkerDeps<'_>,
     cfg: SweepConfig,

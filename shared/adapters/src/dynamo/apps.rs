@@ -1,0 +1,153 @@
+//! Apps and their keys: the App item, the slug and key-hash lookups, key listings.
+
+use super::*;
+
+#[async_trait]
+impl AppStore for DynamoStore {
+    async fn create_app(
+        &self,
+        app: &App,
+        key: &AppKeyRecord,
+        key_hash: &SecretHash,
+    ) -> Result<(), StoreError> {
+        let slug = HashMap::from([
+            ("pk".into(), s(format!("SLUG#{}", app.slug))),
+            ("sk".into(), s("SLUG")),
+            ("appId".into(), s(app.id.as_str())),
+        ]);
+        let [lookup, listing] = key_items(key, key_hash);
+        let items = vec![
+            self.put(app_item(app)?)?,
+            self.put(slug)?,
+            self.put(lookup)?,
+            self.put(listing)?,
+        ];
+        self.transact(items, |_| StoreError::Conflict("app slug or id"))
+            .await
+    }
+
+    async fn app(&self, id: &AppId) -> Result<Option<App>, StoreError> {
+        self.get(app_pk(id), "APP")
+            .await?
+            .map(|i| app_from(&i))
+            .transpose()
+    }
+
+    async fn app_by_slug(&self, slug: &Slug) -> Result<Option<App>, StoreError> {
+        let Some(item) = self.get(format!("SLUG#{slug}"), "SLUG").await? else {
+            return Ok(None);
+        };
+        self.app(&Attrs(&item).app_id()?).await
+    }
+
+    async fn list_apps(&self) -> Result<Vec<App>, StoreError> {
+        let mut apps = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("#sk = :app")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":app", s("APP"))
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            apps.push(app_from(&item.map_err(StoreError::unavailable)?)?);
+        }
+        apps.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(apps)
+    }
+
+    async fn add_key(&self, key: &AppKeyRecord, key_hash: &SecretHash) -> Result<(), StoreError> {
+        let app_exists = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(app_pk(&key.app_id)))
+            .key("sk", s("APP"))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .build()
+            .map_err(StoreError::unavailable)?;
+        let [lookup, listing] = key_items(key, key_hash);
+        let items = vec![
+            TransactWriteItem::builder()
+                .condition_check(app_exists)
+                .build(),
+            self.put(lookup)?,
+            self.put(listing)?,
+        ];
+        self.transact(items, |i| match i {
+            0 => StoreError::NotFound("app"),
+            _ => StoreError::Conflict("app key"),
+        })
+        .await
+    }
+
+    async fn app_for_key(&self, key_hash: &SecretHash) -> Result<Option<App>, StoreError> {
+        let Some(item) = self
+            .get(format!("KEY#{}", key_hash.as_str()), "KEY")
+            .await?
+        else {
+            return Ok(None);
+        };
+        if key_from(&item)?.revoked_at.is_some() {
+            return Ok(None);
+        }
+        self.app(&Attrs(&item).app_id()?).await
+    }
+
+    async fn list_keys(&self, app: &AppId) -> Result<Vec<AppKeyRecord>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :key)")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":pk", s(app_pk(app)))
+            .expression_attribute_values(":key", s("KEY#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            keys.push(key_from(&item.map_err(StoreError::unavailable)?)?);
+        }
+        keys.sort_by(|a, b| (a.created_at, &a.key_id).cmp(&(b.created_at, &b.key_id)));
+        Ok(keys)
+    }
+
+    async fn revoke_key(
+        &self,
+        app: &AppId,
+        key: &KeyId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let Some(listing) = self.get(app_pk(app), &format!("KEY#{key}")).await? else {
+            return Ok(false);
+        };
+        let hash = Attrs(&listing).str("keyHash")?.to_owned();
+        let revoke = |pk: String, sk: String| {
+            Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(pk))
+                .key("sk", s(sk))
+                .update_expression("SET #r = if_not_exists(#r, :at)")
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#r", "revokedAt")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_values(":at", n(at.timestamp_millis()))
+                .build()
+                .map(|u| TransactWriteItem::builder().update(u).build())
+                .map_err(StoreError::unavailable)
+        };
+        let items = vec![
+            revoke(app_pk(app), format!("KEY#{key}"))?,
+            revoke(format!("KEY#{hash}"), "KEY".into())?,
+        ];
+        self.transact(items, |_| StoreError::NotFound("app key"))
+            .await?;
+        Ok(true)
+    }
+}

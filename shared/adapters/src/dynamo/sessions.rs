@@ -1,0 +1,152 @@
+//! Signup sessions: the session item, the token-hash lookup, claims and abandons.
+
+use super::*;
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn insert_session(&self, ses: &SignupSession) -> Result<(), StoreError> {
+        let token = HashMap::from([
+            ("pk".into(), s(format!("TOK#{}", ses.token_hash.as_str()))),
+            ("sk".into(), s("TOK")),
+            ("sessionId".into(), s(ses.id.as_str())),
+            (
+                "ttl".into(),
+                n((ses.expires_at + SESSION_RETENTION).timestamp()),
+            ),
+        ]);
+        let items = vec![self.put(session_item(ses)?)?, self.put(token)?];
+        self.transact(items, |_| StoreError::Conflict("session"))
+            .await
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<SignupSession>, StoreError> {
+        self.get(format!("SES#{id}"), "SES")
+            .await?
+            .map(|i| session_from(&i))
+            .transpose()
+    }
+
+    async fn session_by_token(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<SignupSession>, StoreError> {
+        let Some(item) = self
+            .get(format!("TOK#{}", token_hash.as_str()), "TOK")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id =
+            SessionId::parse(Attrs(&item).str("sessionId")?).ok_or_else(|| corrupt("sessionId"))?;
+        self.session(&id).await
+    }
+
+    async fn claim_session(
+        &self,
+        token_hash: &SecretHash,
+        claim_id: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Claim, StoreError> {
+        let Some(session) = self.session_by_token(token_hash).await? else {
+            return Ok(Claim::NotFound);
+        };
+        // Cheap answers first; the conditional write below is what decides races.
+        if let Some(verdict @ (Claim::Expired | Claim::Used)) = Claim::refusal(&session, now, true)
+        {
+            return Ok(verdict);
+        }
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SES#{}", session.id)))
+            .key("sk", s("SES"))
+            .update_expression("SET #s = :completing, #c = :claim, #u = :until")
+            .condition_expression(
+                "(#s IN (:pending, :failed) OR (#s = :completing AND #u < :now)) AND #e > :now",
+            )
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#c", "claimId")
+            .expression_attribute_names("#u", "claimUntil")
+            .expression_attribute_names("#e", "expiresAt")
+            .expression_attribute_values(":completing", s("completing"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":claim", s(claim_id))
+            .expression_attribute_values(":until", n(lease_until.timestamp_millis()))
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                let item = out.attributes.ok_or_else(|| corrupt("claimed session"))?;
+                Ok(Claim::Won(Box::new(session_from(&item)?)))
+            }
+            Err(e) if is_condition_failure(&e) => {
+                let Some(current) = self.session(&session.id).await? else {
+                    return Ok(Claim::NotFound);
+                };
+                Ok(Claim::refusal(&current, now, false).unwrap_or(Claim::Held))
+            }
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+
+    async fn release_claim(
+        &self,
+        id: &SessionId,
+        claim_id: &str,
+        release: &Release,
+    ) -> Result<bool, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SES#{id}")))
+            .key("sk", s("SES"))
+            .condition_expression("#c = :claim")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#c", "claimId")
+            .expression_attribute_names("#u", "claimUntil")
+            .expression_attribute_names("#err", "error")
+            .expression_attribute_values(":claim", s(claim_id))
+            .expression_attribute_values(":status", s(release.status.as_str()));
+        update = match &release.error {
+            Some(e) => update
+                .update_expression("SET #s = :status, #err = :err REMOVE #c, #u")
+                .expression_attribute_values(":err", s(to_json(e)?)),
+            None => update.update_expression("SET #s = :status REMOVE #c, #u, #err"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+
+    async fn record_abandon(&self, id: &SessionId, abandon: &Abandon) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SES#{id}")))
+            .key("sk", s("SES"))
+            .update_expression("SET #a = list_append(#a, :new)")
+            .condition_expression("attribute_exists(#pk) AND #s <> :completed AND size(#a) < :max")
+            .expression_attribute_names("#a", "abandons")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_values(":new", AttributeValue::L(vec![s(to_json(abandon)?)]))
+            .expression_attribute_values(":completed", s("completed"))
+            .expression_attribute_values(":max", n(MAX_ABANDONS as i64))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+}

@@ -394,6 +394,23 @@ struct Proxy {
     client: reqwest::Client,
     keys: KeySchema,
     calls: Arc<Mutex<Vec<Call>>>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+/// `service:Operation` of one request (a transaction is one request, many calls).
+fn operation(headers: &http::HeaderMap, body: &[u8]) -> String {
+    let service = signed_service(headers).unwrap_or_else(|| "unsigned".into());
+    let op = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.rsplit('.').next().unwrap_or(t).to_owned())
+        .or_else(|| {
+            url::form_urlencoded::parse(body)
+                .find(|(k, _)| k == "Action")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("{service}:{op}")
 }
 
 async fn forward(State(p): State<Proxy>, req: Request) -> Response {
@@ -402,6 +419,10 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
         .await
         .unwrap_or_else(|_| Bytes::new());
     let recorded = calls_of(&p.keys, &parts.headers, &bytes);
+    p.requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(operation(&parts.headers, &bytes));
     p.calls
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -441,6 +462,7 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
 pub struct Recorder {
     pub addr: SocketAddr,
     calls: Arc<Mutex<Vec<Call>>>,
+    requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl Recorder {
@@ -450,11 +472,13 @@ impl Recorder {
             .expect("AWS_ENDPOINT_URL names moto's server (run scripts/test)");
         let template = Template::parse(TEMPLATE).expect("template.yaml parses");
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let proxy = Proxy {
             upstream: upstream.trim_end_matches('/').to_owned(),
             client: reqwest::Client::new(),
             keys: template.key_schema(),
             calls: Arc::clone(&calls),
+            requests: Arc::clone(&requests),
         };
         let app = Router::new().fallback(forward).with_state(proxy);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -462,7 +486,19 @@ impl Recorder {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, calls }
+        Self {
+            addr,
+            calls,
+            requests,
+        }
+    }
+
+    /// Every request so far, as `service:Operation`, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn endpoint(&self) -> String {

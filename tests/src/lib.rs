@@ -130,8 +130,24 @@ impl Backend {
     }
 
     pub async fn aws() -> Self {
-        let conf = emulator().await;
-        let store = dynamo_store().await;
+        Self::aws_with(emulator().await).await
+    }
+
+    /// An AWS backend whose every request goes through `recorder` (to count them).
+    pub async fn aws_through(recorder: &iam::Recorder) -> Self {
+        emulator().await;
+        let conf = aws_config::from_env()
+            .endpoint_url(recorder.endpoint())
+            .load()
+            .await;
+        Self::aws_with(conf).await
+    }
+
+    async fn aws_with(conf: aws_config::SdkConfig) -> Self {
+        let client = DynamoClient::new(&conf);
+        let table = format!("pipes-test-{}", uuid_like());
+        dynamo::create_table(&client, &table).await.unwrap();
+        let store = DynamoStore::new(client, table);
         let queue = sqs_queue(&conf).await;
         let table = Some(store.table().to_owned());
         let key = kms_key(&conf).await;

@@ -12,6 +12,7 @@ mod kms;
 mod lifecycle;
 mod meta_scenarios;
 mod numbers_api;
+mod round_trips;
 mod sandbox;
 mod secrets_at_rest;
 mod signup;

@@ -15,7 +15,7 @@ impl AppStore for DynamoStore {
             ("sk".into(), s("SLUG")),
             ("appId".into(), s(app.id.as_str())),
         ]);
-        let [lookup, listing] = key_items(key, key_hash);
+        let [lookup, listing] = key_items(key, key_hash, app)?;
         let items = vec![
             self.put(app_item(app)?)?,
             self.put(slug)?,
@@ -60,6 +60,10 @@ impl AppStore for DynamoStore {
     }
 
     async fn add_key(&self, key: &AppKeyRecord, key_hash: &SecretHash) -> Result<(), StoreError> {
+        let app = self
+            .app(&key.app_id)
+            .await?
+            .ok_or(StoreError::NotFound("app"))?;
         let app_exists = ConditionCheck::builder()
             .table_name(&self.table)
             .key("pk", s(app_pk(&key.app_id)))
@@ -68,7 +72,7 @@ impl AppStore for DynamoStore {
             .expression_attribute_names("#pk", "pk")
             .build()
             .map_err(StoreError::unavailable)?;
-        let [lookup, listing] = key_items(key, key_hash);
+        let [lookup, listing] = key_items(key, key_hash, &app)?;
         let items = vec![
             TransactWriteItem::builder()
                 .condition_check(app_exists)
@@ -93,7 +97,11 @@ impl AppStore for DynamoStore {
         if key_from(&item)?.revoked_at.is_some() {
             return Ok(None);
         }
-        self.app(&Attrs(&item).app_id()?).await
+        // One read: the App is copied onto the key item.
+        match app_copy(&item)? {
+            Some(app) => Ok(Some(app)),
+            None => self.app(&Attrs(&item).app_id()?).await,
+        }
     }
 
     async fn list_keys(&self, app: &AppId) -> Result<Vec<AppKeyRecord>, StoreError> {

@@ -83,8 +83,15 @@ pub(super) fn app_from(item: &Item) -> Result<App, StoreError> {
     })
 }
 
-/// The two key items: the lookup by hash and the listing entry under the App.
-pub(super) fn key_items(key: &AppKeyRecord, hash: &SecretHash) -> [Item; 2] {
+/// The two key items: the lookup by hash and the listing entry under the App. The lookup
+/// carries a copy of the App (attribute `app`, a map of the App item's attributes), so
+/// authenticating a request is one read; whatever changes an App rewrites its keys'
+/// copies in the same transaction.
+pub(super) fn key_items(
+    key: &AppKeyRecord,
+    hash: &SecretHash,
+    app: &App,
+) -> Result<[Item; 2], StoreError> {
     let common = [
         ("appId".to_owned(), s(key.app_id.as_str())),
         ("keyId".to_owned(), s(key.key_id.as_str())),
@@ -94,10 +101,24 @@ pub(super) fn key_items(key: &AppKeyRecord, hash: &SecretHash) -> [Item; 2] {
     let mut lookup: Item = common.clone().into();
     lookup.insert("pk".into(), s(format!("KEY#{}", hash.as_str())));
     lookup.insert("sk".into(), s("KEY"));
+    let mut copy = app_item(app)?;
+    copy.remove("pk");
+    copy.remove("sk");
+    lookup.insert("app".into(), AttributeValue::M(copy));
     let mut listing: Item = common.into();
     listing.insert("pk".into(), s(app_pk(&key.app_id)));
     listing.insert("sk".into(), s(format!("KEY#{}", key.key_id)));
-    [lookup, listing]
+    Ok([lookup, listing])
+}
+
+/// The App copied onto a key lookup item, when it has one (items written before the
+/// copy existed do not).
+pub(super) fn app_copy(key_item: &Item) -> Result<Option<App>, StoreError> {
+    match key_item.get("app") {
+        None => Ok(None),
+        Some(AttributeValue::M(copy)) => app_from(copy).map(Some),
+        Some(_) => Err(corrupt("app")),
+    }
 }
 
 pub(super) fn key_from(item: &Item) -> Result<AppKeyRecord, StoreError> {

@@ -48,19 +48,23 @@ impl SessionStore for DynamoStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Claim, StoreError> {
-        let Some(session) = self.session_by_token(token_hash).await? else {
+        // Two requests on the way to a win: the token lookup, then the conditional
+        // update, which decides races and refuses expired or used sessions by itself
+        // (a missing session fails its condition too: nothing is created). Only a
+        // refusal reads the session, to say why.
+        let Some(token) = self
+            .get(format!("TOK#{}", token_hash.as_str()), "TOK")
+            .await?
+        else {
             return Ok(Claim::NotFound);
         };
-        // Cheap answers first; the conditional write below is what decides races.
-        if let Some(verdict @ (Claim::Expired | Claim::Used)) = Claim::refusal(&session, now, true)
-        {
-            return Ok(verdict);
-        }
+        let session_id = SessionId::parse(Attrs(&token).str("sessionId")?)
+            .ok_or_else(|| corrupt("sessionId"))?;
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(format!("SES#{}", session.id)))
+            .key("pk", s(format!("SES#{session_id}")))
             .key("sk", s("SES"))
             .update_expression("SET #s = :completing, #c = :claim, #u = :until")
             .condition_expression(
@@ -85,7 +89,7 @@ impl SessionStore for DynamoStore {
                 Ok(Claim::Won(Box::new(session_from(&item)?)))
             }
             Err(e) if is_condition_failure(&e) => {
-                let Some(current) = self.session(&session.id).await? else {
+                let Some(current) = self.session(&session_id).await? else {
                     return Ok(Claim::NotFound);
                 };
                 Ok(Claim::refusal(&current, now, false).unwrap_or(Claim::Held))

@@ -229,17 +229,22 @@ pub async fn open_signup_page(
     slug: &str,
     token: Option<&str>,
 ) -> Result<(App, SignupSession), PageError> {
-    let app = match Slug::parse(slug) {
-        Ok(slug) => apps.app_by_slug(&slug).await?,
-        Err(_) => None,
-    }
-    .ok_or(PageError::UnknownApp)?;
-    let token = token
-        .and_then(SignupToken::parse)
-        .ok_or(PageError::UnknownToken)?;
-    let session = sessions
-        .session_by_token(&token.hash())
-        .await?
+    // The App by slug and the session by token, at once.
+    let app = async {
+        match Slug::parse(slug) {
+            Ok(slug) => apps.app_by_slug(&slug).await,
+            Err(_) => Ok(None),
+        }
+    };
+    let session = async {
+        match token.and_then(SignupToken::parse) {
+            Some(token) => sessions.session_by_token(&token.hash()).await,
+            None => Ok(None),
+        }
+    };
+    let (app, session) = join(app, session).await;
+    let app = app?.ok_or(PageError::UnknownApp)?;
+    let session = session?
         .filter(|s| s.app_id == app.id)
         .ok_or(PageError::UnknownToken)?;
     match session.status_at(clock.now()) {

@@ -18,6 +18,8 @@ use tokio::sync::{Notify, mpsc};
 
 #[derive(Debug, Clone)]
 struct Shared {
+    /// When the function first asked for an invocation: the end of its init.
+    first_next: Arc<Mutex<Option<std::time::Instant>>>,
     pending: Arc<Mutex<VecDeque<(String, Value)>>>,
     ready: Arc<Notify>,
     results: mpsc::UnboundedSender<Outcome>,
@@ -41,12 +43,17 @@ pub struct LambdaHarness {
     shared: Shared,
     results: mpsc::UnboundedReceiver<Outcome>,
     child: Option<Child>,
+    spawned_at: Option<std::time::Instant>,
     next_id: u64,
     /// The function whose AWS calls are recorded, its environment and the recorder.
     recorded: Option<Recorded>,
 }
 
 async fn next(State(s): State<Shared>) -> impl IntoResponse {
+    s.first_next
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(std::time::Instant::now);
     loop {
         let popped = s
             .pending
@@ -117,6 +124,7 @@ impl LambdaHarness {
     pub async fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Shared {
+            first_next: Arc::default(),
             pending: Arc::default(),
             ready: Arc::default(),
             results: tx,
@@ -134,12 +142,18 @@ impl LambdaHarness {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        // No delayed ACKs: every answer goes out at once, so a warm invoke measured
+        // here is the function's time, not TCP's.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
             addr,
             shared,
             results: rx,
             child: None,
+            spawned_at: None,
             next_id: 0,
             recorded: None,
         }
@@ -174,7 +188,41 @@ impl LambdaHarness {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        self.spawned_at = Some(std::time::Instant::now());
         self.child = Some(cmd.spawn().expect("spawn the function"));
+    }
+
+    /// From spawning the process to its first request for an invocation (its init),
+    /// once it has asked.
+    pub fn init_duration(&self) -> Option<Duration> {
+        let first = (*self
+            .shared
+            .first_next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()))?;
+        Some(first.duration_since(self.spawned_at?))
+    }
+
+    /// Waits until the function has finished its init (asked for an invocation).
+    pub async fn wait_ready(&self) -> Duration {
+        for _ in 0..6000 {
+            if let Some(d) = self.init_duration() {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the function did not ask for an invocation within 6 s");
+    }
+
+    /// The process's peak resident set size so far, in KiB (Linux `VmHWM`).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
     }
 
     /// Like `spawn`, as the template's `function` (its logical id): every AWS call goes

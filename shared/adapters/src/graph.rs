@@ -131,7 +131,9 @@ impl GraphConfig {
 
 #[derive(Debug, Clone)]
 pub struct GraphClient {
-    http: reqwest::Client,
+    /// Built on the first call (loading TLS roots costs about 3 ms of a cold start, and
+    /// some functions never call Meta), then shared by every clone.
+    http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
     cfg: GraphConfig,
 }
 
@@ -144,13 +146,23 @@ enum Retry {
 
 impl GraphClient {
     pub fn new(cfg: GraphConfig) -> Result<Self, GraphError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.timeout)
+        Ok(Self {
+            http: std::sync::Arc::default(),
+            cfg,
+        })
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, GraphError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(self.cfg.connect_timeout)
+            .timeout(self.cfg.timeout)
             .user_agent(concat!("pipes-bot/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|_| GraphError::transient("could not build the HTTP client"))?;
-        Ok(Self { http, cfg })
+        Ok(self.http.get_or_init(|| client))
     }
 
     fn url(&self, path: &str) -> Result<Url, GraphError> {
@@ -165,7 +177,7 @@ impl GraphClient {
         path: &str,
         token: Option<&AccessToken>,
     ) -> Result<RequestBuilder, GraphError> {
-        let req = self.http.request(method, self.url(path)?);
+        let req = self.http()?.request(method, self.url(path)?);
         Ok(match token {
             Some(t) => req.bearer_auth(t.expose()),
             None => req,

@@ -84,10 +84,11 @@ pub fn assemble(
 
 /// A Lambda's platform, from its environment (`TABLE_NAME`, `PUBLIC_BASE_URL`,
 /// `KMS_KEY_ID`, `SETUP_QUEUE_URL`, `META_APP_ID`, `META_CONFIG_ID`,
-/// `META_APP_SECRET_PARAMETER`, ...). At cold start this loads the SDK configuration and
-/// builds clients; it calls nothing (the Meta app secret is read on first Graph call).
+/// `META_APP_SECRET_PARAMETER`, ...). At cold start this reads the environment and builds
+/// clients; it calls nothing (the Meta app secret is read on the first Graph call, and
+/// the Graph client's HTTP client, with its TLS roots, is built then too).
 pub async fn aws() -> anyhow::Result<Platform> {
-    let conf = config::aws().await;
+    let conf = config::lambda_aws().await;
     let storage = Storage::aws(
         &conf,
         &config::required("TABLE_NAME")?,

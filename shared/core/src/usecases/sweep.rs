@@ -92,6 +92,15 @@ enum Handled {
     Nothing,
 }
 
+/// Where the stream of due numbers stands.
+#[derive(Default)]
+struct Pager {
+    /// Each due number is handled at most once per sweep.
+    seen: HashSet<(AppId, PhoneNumberId)>,
+    /// Checks started inline so far (beyond `max_inline`, due numbers fan out).
+    inline: usize,
+}
+
 /// Moves a number's next check to `at` (a stale write is simply dropped).
 async fn postpone(deps: WorkerDeps<'_>, n: &Number, at: DateTime<Utc>) -> Result<(), StoreError> {
     let mut next = n.revision(deps.clock.now());
@@ -145,7 +154,130 @@ async fn handle(
     })
 }
 
+/// One sweep's shared state: what it runs with, what it found, and why it stopped.
+struct Run<'a> {
+    deps: WorkerDeps<'a>,
+    cfg: SweepConfig,
+    deadline: Option<Instant>,
+    tally: Mutex<Tally>,
+    failure: Mutex<Option<StoreError>>,
+}
+
+impl Run<'_> {
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn near_deadline(&self) -> bool {
+        self.deadline
+            .is_some_and(|d| Instant::now() + self.cfg.safety_margin >= d)
+    }
+
+    fn breaker_open(&self) -> bool {
+        self.tally().report.app_credentials_rejected
+    }
+
+    fn fail(&self, e: StoreError) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+
+    /// The next page of due numbers not yet handled this sweep (those beyond
+    /// `max_inline` fanned out); `None` ends the sweep.
+    async fn next_page(&self, mut p: Pager) -> Option<(Vec<DueNumber>, Pager)> {
+        if self.breaker_open() {
+            return None;
+        }
+        if self.near_deadline() {
+            self.tally().report.stopped_early = true;
+            return None;
+        }
+        let now = self.deps.clock.now();
+        let page = match self
+            .deps
+            .store
+            .due_numbers(now + self.cfg.horizon, self.cfg.page)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                self.fail(e);
+                return None;
+            }
+        };
+        let mut due: Vec<DueNumber> = page
+            .into_iter()
+            .filter(|d| p.seen.insert((d.app_id.clone(), d.phone_number_id.clone())))
+            .collect();
+        if due.is_empty() {
+            return None;
+        }
+        let room = self.cfg.max_inline.saturating_sub(p.inline);
+        let beyond = due.split_off(due.len().min(room));
+        p.inline += due.len();
+        if !beyond.is_empty() {
+            match fan_out(self.deps, &beyond, self.cfg.fan_out_batch).await {
+                Ok(fanned) => self.tally().report.fanned_out += fanned,
+                Err(e) => {
+                    self.fail(e);
+                    return None;
+                }
+            }
+        }
+        Some((due, p))
+    }
+
+    /// Handles one due number and counts what happened.
+    async fn one(&self, d: DueNumber) {
+        if self.breaker_open() {
+            // Left due: checked again once the credentials are fixed.
+            return;
+        }
+        if self.near_deadline() {
+            // Left due (not marked seen in the store): the next run takes it.
+            self.tally().report.stopped_early = true;
+            return;
+        }
+        let throttled = self.tally().throttled.clone();
+        let result = handle(self.deps, &d, &throttled, self.cfg.horizon).await;
+        let mut t = self.tally();
+        match result {
+            Ok(Handled::Checked {
+                status,
+                changed_to,
+                throttled,
+            }) => {
+                t.report.checked += 1;
+                *t.report.by_status.entry(status.as_str()).or_default() += 1;
+                if let Some(to) = changed_to {
+                    t.report.transitions += 1;
+                    if to == HealthStatus::Down {
+                        t.report.became_down += 1;
+                    }
+                }
+                if let Some((waba, until)) = throttled {
+                    let entry = t.throttled.entry(waba).or_insert(until);
+                    *entry = (*entry).max(until);
+                }
+            }
+            Ok(Handled::OurCredentialsRejected) => {
+                t.report.app_credentials_rejected = true;
+            }
+            Ok(Handled::Redriven) => t.report.redriven += 1,
+            Ok(Handled::ThrottledSkip) => t.report.throttled_skips += 1,
+            Ok(Handled::Nothing) => {}
+            Err(e) => {
+                t.report.failed += 1;
+                warn!(phone_number_id = %d.phone_number_id, error = %e, "check failed");
+            }
+        }
+    }
+}
+
 /// One sweep, until nothing is due or `deadline` (minus the safety margin) is near.
+///
+/// Due numbers come as one stream of pages, each read when the checks run short of
+/// work: the checks in flight keep running while the next page is read, so no page
+/// ends in a drain of idle slots.
 #[tracing::instrument(skip_all)]
 pub async fn sweep(
     deps: WorkerDeps<'_>,
@@ -153,110 +285,22 @@ pub async fn sweep(
     deadline: Option<Instant>,
 ) -> Result<SweepReport, StoreError> {
     let started = Instant::now();
-    let tally = Mutex::new(Tally::default());
-    let mut seen: HashSet<(AppId, PhoneNumberId)> = HashSet::new();
-    let near_deadline = || deadline.is_some_and(|d| Instant::now() + cfg.safety_margin >= d);
-    let mut inline = 0usize;
-    let breaker_open = || {
-        tally
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .report
-            .app_credentials_rejected
+    let run = Run {
+        deps,
+        cfg,
+        deadline,
+        tally: Mutex::new(Tally::default()),
+        failure: Mutex::new(None),
     };
-    loop {
-        if breaker_open() {
-            break;
-        }
-        if near_deadline() {
-            tally
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .report
-                .stopped_early = true;
-            break;
-        }
-        let now = deps.clock.now();
-        let due: Vec<DueNumber> = deps
-            .store
-            .due_numbers(now + cfg.horizon, cfg.page)
-            .await?
-            .into_iter()
-            .filter(|d| seen.insert((d.app_id.clone(), d.phone_number_id.clone())))
-            .collect();
-        if due.is_empty() {
-            break;
-        }
-        let room = cfg.max_inline.saturating_sub(inline);
-        let (mine, beyond) = due.split_at(due.len().min(room));
-        inline += mine.len();
-        if !beyond.is_empty() {
-            let fanned = fan_out(deps, beyond, cfg.fan_out_batch).await?;
-            tally
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .report
-                .fanned_out += fanned;
-        }
-        stream::iter(mine)
-            .for_each_concurrent(cfg.concurrency, |d| {
-                let tally = &tally;
-                async move {
-                    if breaker_open() {
-                        // Left due: checked again once the credentials are fixed.
-                        return;
-                    }
-                    if near_deadline() {
-                        // Left due (not marked seen in the store): the next run takes it.
-                        tally
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .report
-                            .stopped_early = true;
-                        return;
-                    }
-                    let throttled = tally
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .throttled
-                        .clone();
-                    let result = handle(deps, d, &throttled, cfg.horizon).await;
-                    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
-                    match result {
-                        Ok(Handled::Checked {
-                            status,
-                            changed_to,
-                            throttled,
-                        }) => {
-                            t.report.checked += 1;
-                            *t.report.by_status.entry(status.as_str()).or_default() += 1;
-                            if let Some(to) = changed_to {
-                                t.report.transitions += 1;
-                                if to == HealthStatus::Down {
-                                    t.report.became_down += 1;
-                                }
-                            }
-                            if let Some((waba, until)) = throttled {
-                                let entry = t.throttled.entry(waba).or_insert(until);
-                                *entry = (*entry).max(until);
-                            }
-                        }
-                        Ok(Handled::OurCredentialsRejected) => {
-                            t.report.app_credentials_rejected = true;
-                        }
-                        Ok(Handled::Redriven) => t.report.redriven += 1,
-                        Ok(Handled::ThrottledSkip) => t.report.throttled_skips += 1,
-                        Ok(Handled::Nothing) => {}
-                        Err(e) => {
-                            t.report.failed += 1;
-                            warn!(phone_number_id = %d.phone_number_id, error = %e, "check failed");
-                        }
-                    }
-                }
-            })
-            .await;
+    let run = &run;
+    stream::unfold(Pager::default(), |p| run.next_page(p))
+        .flat_map(stream::iter)
+        .for_each_concurrent(cfg.concurrency, |d| run.one(d))
+        .await;
+    if let Some(e) = run.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
     }
-    let mut report = tally.into_inner().unwrap_or_else(|p| p.into_inner()).report;
+    let mut report = run.tally().report.clone();
     report.duration_ms = started.elapsed().as_millis();
     info!(
         checked = report.checked,

@@ -1,0 +1,157 @@
+//! Cold starts against the floor: each function's real bootstrap (release build) started
+//! again and again against the repo's local Lambda Runtime API, with its real
+//! configuration on moto's server and the sandbox as Meta, next to a bare
+//! `lambda_runtime` echo function (the floor). Reports init time (spawn to the first
+//! request for an invocation), peak RSS, and the warm invoke time of a typical event.
+//! The Runtime API answers with TCP_NODELAY, so no delayed-ACK wait is counted.
+//! Run (moto's server on AWS_ENDPOINT_URL, see scripts/bench):
+//! `target/release/cold_start --bin-dir target/release --starts 15 --invokes 30`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use pipes_tests::runtime_api::{LambdaHarness, Outcome};
+use pipes_tests::{Backend, TestApp};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Where the release binaries are.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Cold starts per function.
+    #[arg(long, default_value_t = 15)]
+    starts: usize,
+    /// Warm invokes per cold start.
+    #[arg(long, default_value_t = 30)]
+    invokes: usize,
+}
+
+const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
+const SAMPLE_KEY: &str = "ak_SAMPLEsampleSAMPLEsampleSAMPLE00";
+const SAMPLE_TOKEN: &str = "tok_SAMPLEsampleSAMPLEsampleSAMPLE00";
+
+fn event(path: &str, replace: &[(&str, &str)]) -> Value {
+    let mut text = std::fs::read_to_string(Path::new(EVENTS).join(path)).unwrap();
+    for (from, to) in replace {
+        text = text.replace(from, to);
+    }
+    serde_json::from_str(&text).unwrap()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+struct Measured {
+    init_ms: Vec<f64>,
+    warm_ms: Vec<f64>,
+    peak_kib: Vec<u64>,
+}
+
+async fn measure(binary: &Path, env: &[(String, String)], event: &Value, args: &Args) -> Measured {
+    let mut m = Measured {
+        init_ms: Vec::new(),
+        warm_ms: Vec::new(),
+        peak_kib: Vec::new(),
+    };
+    for _ in 0..args.starts {
+        let mut lambda = LambdaHarness::start().await;
+        lambda.spawn(binary, env);
+        m.init_ms
+            .push(lambda.wait_ready().await.as_secs_f64() * 1000.0);
+        for i in 0..=args.invokes {
+            let start = Instant::now();
+            let outcome = lambda.invoke(event.clone()).await;
+            let took = start.elapsed();
+            assert!(
+                matches!(outcome, Outcome::Response { .. }),
+                "{}: {outcome:?}",
+                binary.display()
+            );
+            // The first invoke of a process is not warm (connections, caches).
+            if i > 0 {
+                m.warm_ms.push(took.as_secs_f64() * 1000.0);
+            }
+        }
+        m.peak_kib.push(lambda.peak_rss_kib().unwrap_or(0));
+        lambda.stop();
+    }
+    m.init_ms.sort_by(f64::total_cmp);
+    m.warm_ms.sort_by(f64::total_cmp);
+    m.peak_kib.sort_unstable();
+    m
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let t = TestApp::spawn(Backend::aws().await).await;
+    // A connected number and a pending signup link, for the events to act on.
+    let (token, _) = t.signup_token().await;
+    assert_eq!(t.finish(&token, &t.sandbox_signup()).await.status, 200);
+    t.run_jobs().await;
+    let (token, _) = t.signup_token().await;
+    let key = t.key.expose().to_owned();
+    let slug = t.app.slug.to_string();
+    let mut env: Vec<(String, String)> = t
+        .function_env()
+        .await
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.push(("SWEEP_CONCURRENCY".into(), "32".into()));
+    env.push(("SWEEP_MAX_INLINE".into(), "50000".into()));
+
+    let page = event(
+        "signup-callback/get-signup-page.json",
+        &[
+            (SAMPLE_TOKEN, &token),
+            ("\"acme\"", &format!("\"{slug}\"")),
+            ("/apps/acme", &format!("/apps/{slug}")),
+        ],
+    );
+    let check_job = json!({"Records": [{
+        "messageId": "bench-1", "receiptHandle": "r", "body": "{\"type\":\"check\",\"numbers\":[]}",
+        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+        "eventSource": "aws:sqs", "awsRegion": "us-east-1"
+    }]});
+    let functions: Vec<(&str, Value)> = vec![
+        ("echo", json!({"ping": true})),
+        (
+            "token-issuer",
+            event("token-issuer/post-apps-token.json", &[(SAMPLE_KEY, &key)]),
+        ),
+        ("signup-callback", page),
+        (
+            "numbers-api",
+            event("numbers-api/list-numbers.json", &[(SAMPLE_KEY, &key)]),
+        ),
+        ("webhook-setup", check_job),
+        ("health-sweep", event("health-sweep/scheduled.json", &[])),
+    ];
+    println!(
+        "| function | init p50 | init p90 | init vs floor | peak RSS | RSS vs floor | warm invoke p50 | warm invoke p90 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut floor: Option<(f64, f64)> = None;
+    for (name, ev) in functions {
+        let m = measure(&args.bin_dir.join(name), &env, &ev, &args).await;
+        let init = percentile(&m.init_ms, 0.5);
+        let rss = m.peak_kib[m.peak_kib.len() / 2] as f64 / 1024.0;
+        let (floor_init, floor_rss) = *floor.get_or_insert((init, rss));
+        println!(
+            "| {name} | {init:.1} ms | {:.1} ms | {:.2}× | {rss:.1} MiB | {:.2}× | {:.2} ms | {:.2} ms |",
+            percentile(&m.init_ms, 0.9),
+            init / floor_init,
+            rss / floor_rss,
+            percentile(&m.warm_ms, 0.5),
+            percentile(&m.warm_ms, 0.9),
+        );
+    }
+    // Keep the Runtime API's sockets from lingering into the next run's measurements.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

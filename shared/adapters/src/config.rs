@@ -44,10 +44,39 @@ pub async fn lambda_aws() -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(EnvironmentVariableRegionProvider::new())
         .credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    match aws_https_client() {
+        Ok(client) => loader = loader.http_client(client),
+        // Never expected (the roots are compiled in and tested); the SDK's own client
+        // (the system's roots) still works.
+        Err(e) => tracing::warn!(error = %e, "AWS HTTP client with compiled-in roots"),
+    }
     if let Some(url) = optional("AWS_ENDPOINT_URL") {
         loader = loader.endpoint_url(url);
     }
     loader.load().await
+}
+
+/// The roots AWS service endpoints chain to, compiled in (see the file's header).
+pub const AWS_ROOTS_PEM: &[u8] = include_bytes!("aws-roots.pem");
+
+/// The AWS SDK's HTTPS client (hyper, rustls with aws-lc) trusting only
+/// [`AWS_ROOTS_PEM`]: reading and parsing the system's roots was most of a cold start.
+pub fn aws_https_client() -> Result<aws_sdk_dynamodb::config::SharedHttpClient, String> {
+    use aws_smithy_http_client::tls;
+    let context = tls::TlsContext::builder()
+        .with_trust_store(
+            tls::TrustStore::empty()
+                .with_native_roots(false)
+                .with_pem_certificate(AWS_ROOTS_PEM),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https())
 }
 
 /// `PUBLIC_BASE_URL`: where the hosted pages are served from.
@@ -198,4 +227,16 @@ pub fn max_receive_count() -> Result<u32, ConfigError> {
     parsed("SETUP_MAX_RECEIVE_COUNT", |s| {
         s.parse::<u32>().map_err(|e| e.to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compiled_in_aws_roots_build_a_client() {
+        let pem = String::from_utf8_lossy(AWS_ROOTS_PEM);
+        assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----").count(), 5);
+        assert!(aws_https_client().is_ok());
+    }
 }

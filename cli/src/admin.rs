@@ -2,8 +2,9 @@
 //! once, here, and never again.
 
 use clap::{Args, Subcommand};
-use pipes_core::usecases::admin;
-use pipes_core::{AppStore, Clock, SystemClock};
+use pipes_core::usecases::dashboard::mint_login_link;
+use pipes_core::usecases::{PublicBaseUrl, admin};
+use pipes_core::{Clock, Store, SystemClock};
 use serde_json::json;
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +32,16 @@ pub enum AppsCommand {
     /// Create, list or revoke an App's keys (rotation: create the new, deploy, revoke the old).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print a single-use login link to the App's dashboard (valid 15 minutes).
+    LoginLink {
+        #[command(flatten)]
+        app: AppRef,
+        /// Base URL the dashboard is served from (the deployed API, or `pipes dev`).
+        #[arg(long, env = "PUBLIC_BASE_URL", default_value = "http://127.0.0.1:3000")]
+        public_base_url: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -69,7 +80,7 @@ fn print_json(v: &serde_json::Value) {
     println!("{v}");
 }
 
-pub async fn run(cmd: AppsCommand, store: &dyn AppStore) -> anyhow::Result<()> {
+pub async fn run(cmd: AppsCommand, store: &dyn Store) -> anyhow::Result<()> {
     let now = SystemClock.now();
     match cmd {
         AppsCommand::Create {
@@ -146,6 +157,26 @@ pub async fn run(cmd: AppsCommand, store: &dyn AppStore) -> anyhow::Result<()> {
                         state
                     );
                 }
+            }
+        }
+        AppsCommand::LoginLink {
+            app,
+            public_base_url,
+            json,
+        } => {
+            let app = admin::find_app(store, &app.app).await?;
+            let base = PublicBaseUrl::parse(&public_base_url).map_err(anyhow::Error::msg)?;
+            let link = mint_login_link(store, &SystemClock, &base, &app).await?;
+            if json {
+                print_json(&json!({
+                    "url": link.url.as_str(), "expiresAt": link.expires_at.to_rfc3339(),
+                }));
+            } else {
+                println!(
+                    "{}  (single use, valid until {})",
+                    link.url,
+                    link.expires_at.to_rfc3339()
+                );
             }
         }
         AppsCommand::Keys(KeysCommand::Revoke { app, key_id }) => {

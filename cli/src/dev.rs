@@ -64,6 +64,7 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
         println!("live mode: Graph API at {}", meta.graph_base_url);
     }
     announce_demo_app(&*platform.store, addr).await?;
+    announce_login_link(&platform).await?;
     println!("ready (Ctrl-C stops)");
 
     let worker = spawn_worker(platform.clone(), store, args.sweep_interval);
@@ -129,6 +130,22 @@ async fn announce_demo_app(store: &dyn AppStore, addr: SocketAddr) -> anyhow::Re
         "  curl -s -X POST http://{addr}/v1/apps/token -H 'Authorization: Bearer {key}' \
          -H 'Content-Type: application/json' -d '{{\"redirectUrl\": \"http://localhost:8080/done\"}}'"
     );
+    Ok(())
+}
+
+/// A fresh login link to the demo App's dashboard, at every start (they work once).
+async fn announce_login_link(platform: &Platform) -> anyhow::Result<()> {
+    let slug = Slug::parse(DEMO_SLUG).map_err(anyhow::Error::msg)?;
+    if let Some(app) = platform.store.app_by_slug(&slug).await? {
+        let link = pipes_core::usecases::dashboard::mint_login_link(
+            &*platform.store,
+            &*platform.clock,
+            &platform.public_base_url,
+            &app,
+        )
+        .await?;
+        println!("dashboard: {}  (single use, 15 minutes)", link.url);
+    }
     Ok(())
 }
 

@@ -133,6 +133,16 @@ bearer_secret!(
     SignupToken, "tok_", 32
 );
 
+bearer_secret!(
+    /// A single-use dashboard login link's token, `dl_` + 32 base62. Stored only as its
+    /// hash; valid 15 minutes.
+    LoginToken, "dl_", 32
+);
+bearer_secret!(
+    /// A dashboard session's cookie value, `ds_` + 32 base62. Stored only as its hash.
+    DashboardCookie, "ds_", 32
+);
+
 /// Lower-case hex SHA-256 of a bearer secret: how stores find a key or a token
 /// without ever holding the secret.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

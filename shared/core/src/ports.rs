@@ -255,5 +255,53 @@ pub trait NumberStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Everything the request handlers need from storage.
-pub trait Store: AppStore + SessionStore + NumberStore + std::fmt::Debug {}
-impl<T: AppStore + SessionStore + NumberStore + std::fmt::Debug> Store for T {}
+/// A dashboard login link, stored by its token's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginLink {
+    pub token_hash: SecretHash,
+    pub app_id: AppId,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What using a login link found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkUse {
+    /// First use, unexpired: the link is now spent.
+    Signed(LoginLink),
+    NotFound,
+    Used,
+    Expired,
+}
+
+/// A signed-in dashboard session, stored by its cookie's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardSession {
+    pub cookie_hash: SecretHash,
+    pub app_id: AppId,
+    /// Every state-changing request must carry it (form field or header).
+    pub csrf: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Login links and dashboard sessions.
+#[async_trait]
+pub trait DashboardStore: Send + Sync + std::fmt::Debug {
+    async fn insert_login_link(&self, link: &LoginLink) -> Result<(), StoreError>;
+    /// Spends the link: of concurrent uses, exactly one gets `Signed`.
+    async fn use_login_link(
+        &self,
+        token_hash: &SecretHash,
+        now: DateTime<Utc>,
+    ) -> Result<LinkUse, StoreError>;
+    async fn insert_dashboard_session(&self, session: &DashboardSession) -> Result<(), StoreError>;
+    async fn dashboard_session(
+        &self,
+        cookie_hash: &SecretHash,
+    ) -> Result<Option<DashboardSession>, StoreError>;
+    async fn end_dashboard_session(&self, cookie_hash: &SecretHash) -> Result<(), StoreError>;
+}
+
+pub trait Store: AppStore + SessionStore + NumberStore + DashboardStore + std::fmt::Debug {}
+impl<T: AppStore + SessionStore + NumberStore + DashboardStore + std::fmt::Debug> Store for T {}

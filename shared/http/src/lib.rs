@@ -2,6 +2,7 @@
 //! (`lambda_http::run`), the local server (`axum::serve`) and tests, plus the one place
 //! where errors become responses.
 
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod html;
@@ -31,6 +32,11 @@ pub fn numbers_router(platform: Platform) -> Router {
     layers::finish(numbers::routes().with_state(platform))
 }
 
+/// The dashboard function's routes: the owner's pages and `POST /v1/dashboard/login-links`.
+pub fn dashboard_router(platform: Platform) -> Router {
+    layers::finish(dashboard::routes().with_state(platform))
+}
+
 /// Every route the platform serves, for the local server; `extra` holds routes of
 /// the host's own (the sandbox in local mode).
 pub fn local_router(platform: Platform, extra: Router) -> Router {
@@ -38,6 +44,7 @@ pub fn local_router(platform: Platform, extra: Router) -> Router {
         partner::routes()
             .merge(numbers::routes())
             .merge(signup::routes())
+            .merge(dashboard::routes())
             .with_state(platform)
             .merge(layers::healthz())
             .merge(extra),

@@ -785,6 +785,94 @@ pub async fn due_numbers_come_stalest_first(store: Arc<dyn Store>) {
     assert_eq!(store.due_numbers(now, 2).await.unwrap().len(), 2);
 }
 
+pub async fn login_links_work_once_and_expire(store: Arc<dyn Store>) {
+    use pipes_core::ports::{LinkUse, LoginLink};
+    let app = new_app(&*store, "acme").await.app;
+    let now = SystemClock.now();
+    let link = |hash: &SecretHash, expires| LoginLink {
+        token_hash: hash.clone(),
+        app_id: app.id.clone(),
+        created_at: now,
+        expires_at: expires,
+    };
+    let fresh = SecretHash::of("dl_fresh");
+    store
+        .insert_login_link(&link(&fresh, now + Duration::minutes(15)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_login_link(&link(&fresh, now)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Of concurrent uses, exactly one signs in.
+    let uses =
+        futures_util::future::join_all((0..8).map(|_| store.use_login_link(&fresh, now))).await;
+    let signed: Vec<_> = uses
+        .iter()
+        .filter(|u| matches!(u, Ok(LinkUse::Signed(l)) if l.app_id == app.id))
+        .collect();
+    assert_eq!(signed.len(), 1, "{uses:?}");
+    assert!(
+        uses.iter()
+            .all(|u| matches!(u, Ok(LinkUse::Signed(_) | LinkUse::Used)))
+    );
+    let stale = SecretHash::of("dl_stale");
+    store
+        .insert_login_link(&link(&stale, now - Duration::seconds(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.use_login_link(&stale, now).await.unwrap(),
+        LinkUse::Expired
+    );
+    assert_eq!(
+        store
+            .use_login_link(&SecretHash::of("dl_none"), now)
+            .await
+            .unwrap(),
+        LinkUse::NotFound
+    );
+}
+
+pub async fn dashboard_sessions_are_found_by_hash_and_end(store: Arc<dyn Store>) {
+    use pipes_core::ports::DashboardSession;
+    let app = new_app(&*store, "acme").await.app;
+    let now = SystemClock.now();
+    let session = DashboardSession {
+        cookie_hash: SecretHash::of("ds_cookie"),
+        app_id: app.id.clone(),
+        csrf: "csrf-token-value".into(),
+        created_at: now,
+        expires_at: now + Duration::hours(12),
+    };
+    store.insert_dashboard_session(&session).await.unwrap();
+    let read = store.dashboard_session(&session.cookie_hash).await.unwrap();
+    assert_eq!(
+        read.map(|s| (s.app_id, s.csrf)),
+        Some((app.id.clone(), session.csrf.clone()))
+    );
+    assert_eq!(
+        store
+            .dashboard_session(&SecretHash::of("ds_other"))
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .end_dashboard_session(&session.cookie_hash)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.dashboard_session(&session.cookie_hash).await.unwrap(),
+        None
+    );
+    // Ending twice is not an error.
+    store
+        .end_dashboard_session(&session.cookie_hash)
+        .await
+        .unwrap();
+}
+
 /// Runs every contract case against stores made by `$make` (an async expression).
 macro_rules! contract_suite {
     ($module:ident, $make:expr) => {
@@ -811,6 +899,8 @@ macro_rules! contract_suite {
                 removal_releases_the_number_for_signup_elsewhere,
                 numbers_page_in_order_each_exactly_once,
                 due_numbers_come_stalest_first,
+                login_links_work_once_and_expire,
+                dashboard_sessions_are_found_by_hash_and_end,
             );
         }
     };

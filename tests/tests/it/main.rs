@@ -5,6 +5,7 @@
 mod api;
 mod browser;
 mod contract;
+mod dashboard;
 mod events;
 mod graph_client;
 mod health;

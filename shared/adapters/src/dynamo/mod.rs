@@ -12,6 +12,8 @@
 //! | platform owner | `PHONE#{phoneNumberId}` | `PHONE` | one App per number across the platform |
 //! | WABA membership | `WABA#{wabaId}` | `NUM#{phoneNumberId}` | a WABA's live numbers, across Apps |
 //! | health history | `HIST#{appId}` | `HIST#{phone}#{millis}#{rand}` | newest last |
+//! | dashboard login link | `LOGIN#{sha256}` | `LOGIN` | single use (`usedAt`); `ttl` |
+//! | dashboard session | `DSES#{sha256}` | `DSES` | the cookie's hash; `ttl` |
 //!
 //! Index `gsi1` (keys only): `gsi1pk` = `DUE#{shard}` (16 shards), `gsi1sk` =
 //! `{due millis}#{appId}#{phone}`: the sweep's due numbers without a Scan.
@@ -24,6 +26,7 @@
 //! reserved words. Writes that must be unique are conditional, in one transaction.
 
 mod apps;
+mod dashboard;
 mod history;
 mod items;
 mod numbers;

@@ -3,6 +3,7 @@
 //! server runs. Every write is a single transaction and is synced before it returns.
 
 mod apps;
+mod dashboard;
 mod history;
 mod jobs;
 mod numbers;
@@ -104,6 +105,22 @@ CREATE TABLE jobs (
     dead       INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_visible ON jobs(dead, visible_at);
+"#,
+    r#"
+CREATE TABLE login_links (
+    token_hash TEXT PRIMARY KEY,
+    app_id     TEXT NOT NULL REFERENCES apps(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+CREATE TABLE dashboard_sessions (
+    cookie_hash TEXT PRIMARY KEY,
+    app_id      TEXT NOT NULL REFERENCES apps(id),
+    csrf        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
 "#,
 ];
 

@@ -27,6 +27,28 @@ impl PublicBaseUrl {
         Ok(Self(url))
     }
 
+    /// `{base}{path}`: the base's own path (a prefix) followed by `path`.
+    pub fn join(&self, path: &str) -> Url {
+        let mut url = self.0.clone();
+        url.path_segments_mut()
+            .map(|mut p| {
+                p.pop_if_empty()
+                    .extend(path.split('/').filter(|s| !s.is_empty()));
+            })
+            .ok();
+        url
+    }
+
+    /// Whether the base is https (cookies then carry `Secure` and the `__Host-` prefix).
+    pub fn is_https(&self) -> bool {
+        self.0.scheme() == "https"
+    }
+
+    /// The base's origin (`scheme://host[:port]`), for same-origin checks.
+    pub fn origin(&self) -> String {
+        self.0.origin().ascii_serialization()
+    }
+
     /// `{base}/apps/{slug}?token={token}`.
     pub fn signup_url(&self, app: &App, token: &SignupToken) -> String {
         let mut url = self.0.clone();
@@ -81,7 +103,29 @@ pub async fn issue_token(
         .transpose()?
         .unwrap_or_default();
     let expires_in = ExpiresIn::parse(req.expires_in)?;
+    Ok(open_session(
+        sessions,
+        clock,
+        base,
+        app,
+        redirect_url,
+        metadata,
+        expires_in,
+    )
+    .await?)
+}
 
+/// Stores a pending signup session whose request is already valid (the partner's,
+/// validated above, or the dashboard's own Add Number) and returns its token and URL.
+pub async fn open_session(
+    sessions: &dyn SessionStore,
+    clock: &dyn Clock,
+    base: &PublicBaseUrl,
+    app: &App,
+    redirect_url: RedirectUrl,
+    metadata: Metadata,
+    expires_in: ExpiresIn,
+) -> Result<IssuedToken, StoreError> {
     let now = clock.now();
     let token = SignupToken::generate();
     let session = SignupSession {

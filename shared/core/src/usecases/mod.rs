@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod authenticate;
+pub mod dashboard;
 pub mod get_session;
 pub mod health;
 pub mod issue_token;

@@ -1,0 +1,157 @@
+//! The App owner's dashboard: signing in with a single-use login link (the way a
+//! payments platform hands its connected accounts a dashboard), the session that
+//! follows, and the actions only a signed-in owner can take there. Everything the pages
+//! show comes from the same use cases as the API.
+
+use chrono::{DateTime, Duration, Utc};
+use tracing::info;
+use url::Url;
+
+use crate::app::App;
+use crate::clock::Clock;
+use crate::ids::{DashboardCookie, LoginToken};
+use crate::ports::{AppStore, DashboardSession, DashboardStore, LinkUse, LoginLink, StoreError};
+use crate::random;
+use crate::session::{ExpiresIn, Metadata, RedirectUrl};
+use crate::usecases::PublicBaseUrl;
+use crate::usecases::issue_token::{IssuedToken, open_session};
+
+/// How long a login link can be used (once).
+pub const LOGIN_LINK_TTL: Duration = Duration::minutes(15);
+/// How long a dashboard session lasts.
+pub const SESSION_TTL: Duration = Duration::hours(12);
+
+/// A freshly minted login link: the only time its URL exists in plaintext.
+#[derive(Debug)]
+pub struct MintedLink {
+    pub url: Url,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Mints a single-use login link to `app`'s dashboard.
+pub async fn mint_login_link(
+    store: &dyn DashboardStore,
+    clock: &dyn Clock,
+    base: &PublicBaseUrl,
+    app: &App,
+) -> Result<MintedLink, StoreError> {
+    let token = LoginToken::generate();
+    let now = clock.now();
+    let link = LoginLink {
+        token_hash: token.hash(),
+        app_id: app.id.clone(),
+        created_at: now,
+        expires_at: now + LOGIN_LINK_TTL,
+    };
+    store.insert_login_link(&link).await?;
+    info!(app_id = %app.id, "dashboard login link minted");
+    let mut url = base.join("/dashboard/login");
+    url.query_pairs_mut().append_pair("token", token.expose());
+    Ok(MintedLink {
+        url,
+        expires_at: link.expires_at,
+    })
+}
+
+/// Why a login link did not sign in.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("this login link is not valid")]
+    Unknown,
+    #[error("this login link was already used")]
+    Used,
+    #[error("this login link has expired")]
+    Expired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A new dashboard session: its cookie value (the only plaintext copy) and record.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub cookie: DashboardCookie,
+    pub session: DashboardSession,
+}
+
+/// Spends a login link and opens a session for its App.
+pub async fn sign_in(
+    store: &dyn DashboardStore,
+    clock: &dyn Clock,
+    token: Option<&str>,
+) -> Result<SignedIn, LoginError> {
+    let token = token
+        .and_then(LoginToken::parse)
+        .ok_or(LoginError::Unknown)?;
+    let now = clock.now();
+    let link = match store.use_login_link(&token.hash(), now).await? {
+        LinkUse::Signed(link) => link,
+        LinkUse::NotFound => return Err(LoginError::Unknown),
+        LinkUse::Used => return Err(LoginError::Used),
+        LinkUse::Expired => return Err(LoginError::Expired),
+    };
+    let cookie = DashboardCookie::generate();
+    let session = DashboardSession {
+        cookie_hash: cookie.hash(),
+        app_id: link.app_id,
+        csrf: random::base62(32),
+        created_at: now,
+        expires_at: now + SESSION_TTL,
+    };
+    store.insert_dashboard_session(&session).await?;
+    info!(app_id = %session.app_id, "dashboard session opened");
+    Ok(SignedIn { cookie, session })
+}
+
+/// The App and session behind a presented cookie, while the session lasts.
+pub async fn current_session(
+    dash: &dyn DashboardStore,
+    apps: &dyn AppStore,
+    clock: &dyn Clock,
+    cookie: Option<&str>,
+) -> Result<Option<(App, DashboardSession)>, StoreError> {
+    let Some(cookie) = cookie.and_then(DashboardCookie::parse) else {
+        return Ok(None);
+    };
+    let Some(session) = dash.dashboard_session(&cookie.hash()).await? else {
+        return Ok(None);
+    };
+    if session.expires_at <= clock.now() {
+        return Ok(None);
+    }
+    Ok(apps.app(&session.app_id).await?.map(|app| (app, session)))
+}
+
+/// Ends a session (logout); unknown cookies are nothing to end.
+pub async fn sign_out(store: &dyn DashboardStore, cookie: Option<&str>) -> Result<(), StoreError> {
+    match cookie.and_then(DashboardCookie::parse) {
+        Some(cookie) => store.end_dashboard_session(&cookie.hash()).await,
+        None => Ok(()),
+    }
+}
+
+/// Constant-time comparison of a presented CSRF token with the session's.
+pub fn csrf_matches(session: &DashboardSession, presented: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(session.csrf.as_bytes())))
+}
+
+/// Add Number: a signup session minted for the owner themselves, whose redirect comes
+/// back to the dashboard (trusted: it is ours, not a partner's, so the App's allowed
+/// redirect origins do not apply). The owner runs the hosted page's Embedded Signup.
+pub async fn add_number(
+    sessions: &dyn crate::ports::SessionStore,
+    clock: &dyn Clock,
+    base: &PublicBaseUrl,
+    app: &App,
+) -> Result<IssuedToken, StoreError> {
+    let mut back = base.join("/dashboard");
+    back.query_pairs_mut().append_pair("added", "1");
+    let redirect = RedirectUrl::parse(back.as_str(), &[])
+        .map_err(|_| StoreError::Corrupt("the dashboard's own URL is not a redirect URL".into()))?;
+    let metadata = Metadata::parse(serde_json::json!({"source": "dashboard"}))
+        .map_err(|_| StoreError::Corrupt("metadata".into()))?;
+    // One hour: long enough for Meta's flow, short for a link nobody shares.
+    let expires_in =
+        ExpiresIn::parse(Some(3600)).map_err(|_| StoreError::Corrupt("expiresIn".into()))?;
+    open_session(sessions, clock, base, app, redirect, metadata, expires_in).await
+}

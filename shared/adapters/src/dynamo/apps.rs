@@ -113,7 +113,7 @@ impl AppStore for DynamoStore {
             .key_condition_expression("#pk = :pk AND begins_with(#sk, :key)")
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#sk", "sk")
-            .expression_attribute_values(":pk", s(app_pk(app)))
+            .expression_attribute_values(":pk", s(keys_pk(app)))
             .expression_attribute_values(":key", s("KEY#"))
             .consistent_read(true)
             .into_paginator()
@@ -132,7 +132,7 @@ impl AppStore for DynamoStore {
         key: &KeyId,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let Some(listing) = self.get(app_pk(app), &format!("KEY#{key}")).await? else {
+        let Some(listing) = self.get(keys_pk(app), &format!("KEY#{key}")).await? else {
             return Ok(false);
         };
         let hash = Attrs(&listing).str("keyHash")?.to_owned();
@@ -151,7 +151,7 @@ impl AppStore for DynamoStore {
                 .map_err(StoreError::unavailable)
         };
         let items = vec![
-            revoke(app_pk(app), format!("KEY#{key}"))?,
+            revoke(keys_pk(app), format!("KEY#{key}"))?,
             revoke(format!("KEY#{hash}"), "KEY".into())?,
         ];
         self.transact(items, |_| StoreError::NotFound("app key"))

@@ -14,6 +14,12 @@ pub(super) fn app_pk(id: &AppId) -> String {
     format!("APP#{id}")
 }
 
+/// The partition of an App's key listing items (not the App's own: the dashboard may
+/// write keys, and only the admin CLI writes App records).
+pub(super) fn keys_pk(app: &AppId) -> String {
+    format!("KEYS#{app}")
+}
+
 pub(super) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
@@ -106,7 +112,7 @@ pub(super) fn key_items(
     copy.remove("sk");
     lookup.insert("app".into(), AttributeValue::M(copy));
     let mut listing: Item = common.into();
-    listing.insert("pk".into(), s(app_pk(&key.app_id)));
+    listing.insert("pk".into(), s(keys_pk(&key.app_id)));
     listing.insert("sk".into(), s(format!("KEY#{}", key.key_id)));
     Ok([lookup, listing])
 }

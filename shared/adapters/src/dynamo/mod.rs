@@ -5,7 +5,7 @@
 //! | App | `APP#{appId}` | `APP` | |
 //! | slug lookup | `SLUG#{slug}` | `SLUG` | makes slugs unique, O(1) by slug |
 //! | key lookup | `KEY#{sha256}` | `KEY` | O(1) authentication; `revokedAt` once revoked |
-//! | key listing | `APP#{appId}` | `KEY#{keyId}` | lets an App's keys be listed and revoked by id |
+//! | key listing | `KEYS#{appId}` | `KEY#{keyId}` | lets an App's keys be listed and revoked by id |
 //! | session | `SES#{sessionId}` | `SES` | `ttl` = expiry + retention |
 //! | token lookup | `TOK#{sha256}` | `TOK` | finds a session by its token's hash |
 //! | number | `NUM#{appId}` | `NUM#{phoneNumberId}` | the whole record in `record`; `gsi1pk`/`gsi1sk` while a check is due |
@@ -19,8 +19,9 @@
 //! `{due millis}#{appId}#{phone}`: the sweep's due numbers without a Scan.
 //!
 //! The partition-key prefixes are what each function's IAM policy grants
-//! (`dynamodb:LeadingKeys`): App records and keys (`APP#`, `KEY#`, `SLUG#`) are written
-//! only by the admin CLI, so numbers and history live in partitions of their own.
+//! (`dynamodb:LeadingKeys`): App records (`APP#`, `SLUG#`) are written only by the admin
+//! CLI, keys (`KEY#`, `KEYS#`) by the CLI and the dashboard, so numbers, history and key
+//! listings live in partitions of their own.
 //!
 //! Every attribute name in an expression is aliased (`#n`), as DynamoDB requires for
 //! reserved words. Writes that must be unique are conditional, in one transaction.

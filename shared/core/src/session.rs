@@ -118,7 +118,16 @@ impl Metadata {
     pub fn as_map(&self) -> &serde_json::Map<String, Value> {
         &self.0
     }
+
+    /// The number a dashboard Reconnect bound this signup to (`{"reconnect": id}`, set
+    /// by the dashboard): finishing with another number is refused.
+    pub fn reconnect_target(&self) -> Option<&str> {
+        self.0.get(RECONNECT_KEY).and_then(Value::as_str)
+    }
 }
+
+/// The metadata key a dashboard Reconnect binds its signup session with.
+pub const RECONNECT_KEY: &str = "reconnect";
 
 fn depth_of(v: &Value) -> usize {
     match v {

@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 use pipes_core::ports::DashboardSession;
 use pipes_core::usecases::admin;
 use pipes_core::usecases::dashboard::{
-    LoginError, add_number, csrf_matches, current_session, mint_login_link, sign_in, sign_out,
+    LoginError, ReconnectError, add_number, csrf_matches, current_session, mint_login_link,
+    reconnect, sign_in, sign_out,
 };
 use pipes_core::usecases::numbers::{
     ListRequest, check_now, get_number, list_numbers, number_history, remove_number,
@@ -44,6 +45,7 @@ pub(crate) fn routes() -> Router<Platform> {
         .route("/dashboard/numbers/{id}", get(number_page))
         .route("/dashboard/numbers/{id}/check", post(check))
         .route("/dashboard/numbers/{id}/remove", post(remove))
+        .route("/dashboard/numbers/{id}/reconnect", post(reconnect_number))
         .route("/dashboard/keys", get(keys_page).post(create_key))
         .route("/dashboard/keys/{id}/revoke", post(revoke_key))
         .route("/dashboard/logout", post(logout))
@@ -108,7 +110,7 @@ fn page(
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\"><meta name=\"robots\" content=\"noindex\">\
+         <meta name=\"referrer\" content=\"same-origin\"><meta name=\"robots\" content=\"noindex\">\
          <title>{} · Pipes.bot</title><style nonce=\"{nonce}\">{STYLE}</style></head>\
          <body>{body}{scripts}</body></html>\n",
         escape(title)
@@ -122,7 +124,10 @@ fn page(
     let h = res.headers_mut();
     for (name, value) in [
         (header::CACHE_CONTROL, "no-store".to_owned()),
-        (header::REFERRER_POLICY, "no-referrer".to_owned()),
+        // same-origin, not no-referrer: with no-referrer, browsers send `Origin: null` on
+        // form posts, and every change needs our origin. No dashboard URL carries a
+        // secret (the login link redirects at once, and its response sets no-referrer).
+        (header::REFERRER_POLICY, "same-origin".to_owned()),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         (header::X_FRAME_OPTIONS, "DENY".to_owned()),
         (header::CONTENT_SECURITY_POLICY, csp),
@@ -238,6 +243,10 @@ async fn login(State(p): State<Platform>, Query(q): Query<HashMap<String, String
             }
             res.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res.headers_mut().insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
             res
         }
         Err(LoginError::Unknown) => message_page(
@@ -327,7 +336,13 @@ async fn app_page(
             return unavailable();
         }
     };
-    let numbers: Vec<Value> = page_of.numbers.iter().map(number_view).collect();
+    // Removed numbers are gone from the owner's list (the API still shows them).
+    let numbers: Vec<Value> = page_of
+        .numbers
+        .iter()
+        .filter(|n| n.is_live())
+        .map(number_view)
+        .collect();
     let nonce = random::base62(22);
     let csrf = escape(&owner.session.csrf);
     let mut body = header_html(&owner.app, &owner.session.csrf);
@@ -404,7 +419,13 @@ async fn numbers_json(State(p): State<Platform>, owner: Owner) -> Response {
     .await
     {
         Ok(page_of) => {
-            let numbers: Vec<Value> = page_of.numbers.iter().map(number_view).collect();
+            // Removed numbers are gone from the owner's list (the API still shows them).
+            let numbers: Vec<Value> = page_of
+                .numbers
+                .iter()
+                .filter(|n| n.is_live())
+                .map(number_view)
+                .collect();
             let mut res = Json(json!({"numbers": numbers, "attention": needs_attention(&numbers)}))
                 .into_response();
             res.headers_mut()
@@ -520,8 +541,21 @@ async fn number_page(State(p): State<Platform>, owner: Owner, Path(id): Path<Str
         let _ = write!(
             body,
             "<form class=\"inline\" method=\"post\" action=\"/dashboard/numbers/{idq}/check\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button id=\"check-now\" type=\"submit\">Check now</button></form> \
-             <form class=\"inline\" method=\"post\" action=\"/dashboard/numbers/{idq}/remove\" data-confirm=\"Remove this number? Its token is destroyed at once.\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button id=\"check-now\" type=\"submit\">Check now</button></form> "
+        );
+        if matches!(
+            number.health.status,
+            HealthStatus::Degraded | HealthStatus::Down
+        ) {
+            let _ = write!(
+                body,
+                "<form class=\"inline\" method=\"post\" action=\"/dashboard/numbers/{idq}/reconnect\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button id=\"reconnect\" type=\"submit\">Reconnect</button></form> "
+            );
+        }
+        let _ = write!(
+            body,
+            "<form class=\"inline\" method=\"post\" action=\"/dashboard/numbers/{idq}/remove\" data-confirm=\"Remove this number? Its token is destroyed at once.\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button id=\"remove\" class=\"danger\" type=\"submit\">Remove</button></form>"
         );
     }
@@ -609,6 +643,45 @@ async fn check(
     match check_now(p.check(), &owner.app, &id).await {
         Ok(_) => Redirect::to(&format!("/dashboard/numbers/{}", urlencode(&id))).into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn reconnect_number(
+    State(p): State<Platform>,
+    owner: Owner,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = guard(&p, &owner, &headers, f.csrf.as_deref()) {
+        return refused;
+    }
+    match reconnect(
+        &*p.store,
+        &*p.store,
+        &*p.clock,
+        &p.public_base_url,
+        &owner.app,
+        &id,
+    )
+    .await
+    {
+        // The hosted page's Embedded Signup, bound to this number.
+        Ok(issued) => Redirect::to(&issued.signup_url).into_response(),
+        Err(ReconnectError::NotFound) => message_page(
+            StatusCode::NOT_FOUND,
+            "Number not found",
+            "This App has no such number.",
+        ),
+        Err(ReconnectError::Removed) => message_page(
+            StatusCode::CONFLICT,
+            "Number removed",
+            "This number was removed; use Add Number to connect it again.",
+        ),
+        Err(ReconnectError::Store(e)) => {
+            tracing::error!(error = %e, "dashboard: reconnect");
+            unavailable()
+        }
     }
 }
 

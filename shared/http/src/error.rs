@@ -126,6 +126,7 @@ impl From<SignupError> for ApiError {
             SignupError::TokenExpired | SignupError::TokenUsed => StatusCode::GONE,
             SignupError::InProgress | SignupError::LinkedToAnotherApp => StatusCode::CONFLICT,
             SignupError::MetaValidation(_)
+            | SignupError::ReconnectOtherNumber(_)
             | SignupError::NoPhoneNumber
             | SignupError::PhoneNumberAmbiguous => StatusCode::UNPROCESSABLE_ENTITY,
             SignupError::ExchangeFailed => StatusCode::BAD_GATEWAY,

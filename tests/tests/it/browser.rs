@@ -129,12 +129,20 @@ fn query(url: &str) -> HashMap<String, String> {
 }
 
 async fn click(c: &Client, id: &str) {
-    let el = c
+    let Ok(el) = c
         .wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Id(id))
         .await
-        .unwrap();
+    else {
+        let url = c
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        let page = c.source().await.unwrap_or_default();
+        panic!("#{id} never appeared on {url}:\n{page}");
+    };
     for _ in 0..100 {
         if el.is_enabled().await.unwrap() && el.is_displayed().await.unwrap() {
             el.click().await.unwrap();
@@ -385,4 +393,173 @@ async fn the_sandbox_dialog_finishes_without_a_number_and_the_page_says_what_to_
     let landed = wait_for_url(c, &done).await;
     assert_eq!(query(&landed)["status"], "success");
     c.clone().close().await.unwrap();
+}
+
+/// The dashboard story in a browser: sign in with a link, Add Number through the
+/// sandbox, see it turn healthy without a reload, revoke it in the sandbox and Check
+/// now, see the warning and the reason, Reconnect, healthy again, Remove, gone; and a
+/// cross-site form post is refused.
+#[tokio::test]
+async fn an_owner_runs_a_number_from_the_dashboard() {
+    let Some(d) = driver().await else { return };
+    let c = &d.client;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let t = TestApp::spawn_with(Backend::embedded(), &[], &base).await;
+    let router = t.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let req = t
+        .authed(http::Method::POST, "/v1/dashboard/login-links")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let link = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
+    c.goto(&link).await.unwrap();
+    wait_for_url(c, &format!("{base}/dashboard")).await;
+    let landed = c.current_url().await.unwrap();
+    assert_eq!(landed.path(), "/dashboard", "{}", c.source().await.unwrap());
+
+    // Add Number: the hosted page's Embedded Signup (the sandbox's dialog), then back.
+    click(c, "add-number").await;
+    click(c, "connect").await;
+    click(c, "sbx-finish").await;
+    wait_for_url(c, &format!("{base}/dashboard?added=1")).await;
+    let phone = wait_for_row(&t, c, "healthy").await;
+
+    // The owner's access is revoked; Check now shows it, with the reason and a warning.
+    t.sandbox.revoke(&phone);
+    c.goto(&format!("{base}/dashboard/numbers/{phone}"))
+        .await
+        .unwrap();
+    click(c, "check-now").await;
+    // The form post answers with the number's page again, now showing the check.
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = text_of(c, "status").await;
+        if status == "down" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "down");
+    assert!(
+        text_of(c, "reason")
+            .await
+            .contains("connect the number again")
+    );
+    c.goto(&format!("{base}/dashboard")).await.unwrap();
+    let warning = c.find(Locator::Id("warning")).await.unwrap();
+    assert!(warning.is_displayed().await.unwrap());
+
+    // A cross-site form post (another origin) is refused and changes nothing.
+    let evil = partner_site().await;
+    c.goto(&evil).await.unwrap();
+    c.execute(
+        "const [action] = arguments; const f = document.createElement('form');
+         f.method = 'post'; f.action = action; document.body.appendChild(f); f.submit();",
+        vec![json!(format!("{base}/dashboard/numbers/{phone}/remove"))],
+    )
+    .await
+    .unwrap();
+    for _ in 0..100 {
+        if c.current_url().await.unwrap().as_str().starts_with(&base) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = c.source().await.unwrap();
+    assert!(refused.contains("Request refused"), "{refused}");
+    let number = t
+        .store
+        .number(
+            &t.app.id,
+            &pipes_core::PhoneNumberId::parse(&phone).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(number.is_live());
+
+    // Reconnect: Embedded Signup bound to this number, back to its page, healthy.
+    c.goto(&format!("{base}/dashboard/numbers/{phone}"))
+        .await
+        .unwrap();
+    click(c, "reconnect").await;
+    click(c, "connect").await;
+    c.wait()
+        .for_element(Locator::Id("sbx-phone"))
+        .await
+        .unwrap()
+        .send_keys(&phone)
+        .await
+        .unwrap();
+    click(c, "sbx-finish").await;
+    wait_for_url(
+        c,
+        &format!("{base}/dashboard/numbers/{phone}?reconnected=1"),
+    )
+    .await;
+    c.goto(&format!("{base}/dashboard")).await.unwrap();
+    assert_eq!(wait_for_row(&t, c, "healthy").await, phone);
+
+    // Remove (confirmed): gone from the list.
+    c.goto(&format!("{base}/dashboard/numbers/{phone}"))
+        .await
+        .unwrap();
+    click(c, "remove").await;
+    c.accept_alert().await.unwrap();
+    wait_for_url(c, &format!("{base}/dashboard")).await;
+    let rows = || async {
+        c.execute(
+            "return document.querySelectorAll('#numbers tr').length;",
+            vec![],
+        )
+        .await
+        .unwrap()
+    };
+    for _ in 0..100 {
+        if rows().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows().await, 0);
+    c.clone().close().await.unwrap();
+}
+
+async fn text_of(c: &Client, id: &str) -> String {
+    // Empty while the page is being replaced (a navigation after a form post).
+    match c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id(id))
+        .await
+    {
+        Ok(el) => el.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Runs the worker until the page's list shows a number with `status` (without a
+/// reload: the page refreshes itself); returns its phone number id.
+async fn wait_for_row(t: &TestApp, c: &Client, status: &str) -> String {
+    for _ in 0..100 {
+        t.run_jobs().await;
+        // Read the rows in one go: the page replaces them every 2 seconds.
+        let rows = c
+            .execute(
+                "return Array.from(document.querySelectorAll('#numbers tr')).map(function (r) {
+                   return [r.getAttribute('data-id'), r.querySelector('.badge').textContent]; });",
+                vec![],
+            )
+            .await
+            .unwrap();
+        for row in rows.as_array().into_iter().flatten() {
+            if row[1] == status {
+                return row[0].as_str().unwrap().to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {status} number appeared on the page");
 }

@@ -155,3 +155,47 @@ pub async fn add_number(
         ExpiresIn::parse(Some(3600)).map_err(|_| StoreError::Corrupt("expiresIn".into()))?;
     open_session(sessions, clock, base, app, redirect, metadata, expires_in).await
 }
+
+/// Why a Reconnect cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconnectError {
+    #[error("number not found")]
+    NotFound,
+    #[error("the number was removed; use Add Number to connect it again")]
+    Removed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reconnect: a signup session bound to one of the App's numbers (finishing it with
+/// another number is refused); success updates the same record (new token, setup and
+/// health again), and the owner comes back to the number's page.
+pub async fn reconnect(
+    sessions: &dyn crate::ports::SessionStore,
+    numbers: &dyn crate::ports::NumberStore,
+    clock: &dyn Clock,
+    base: &PublicBaseUrl,
+    app: &App,
+    phone: &str,
+) -> Result<IssuedToken, ReconnectError> {
+    let phone = crate::PhoneNumberId::parse(phone).ok_or(ReconnectError::NotFound)?;
+    let number = numbers
+        .number(&app.id, &phone)
+        .await?
+        .ok_or(ReconnectError::NotFound)?;
+    if !number.is_live() {
+        return Err(ReconnectError::Removed);
+    }
+    let mut back = base.join(&format!("/dashboard/numbers/{phone}"));
+    back.query_pairs_mut().append_pair("reconnected", "1");
+    let redirect = RedirectUrl::parse(back.as_str(), &[])
+        .map_err(|_| StoreError::Corrupt("the dashboard's own URL is not a redirect URL".into()))?;
+    let metadata = Metadata::parse(serde_json::json!({
+        "source": "dashboard",
+        crate::session::RECONNECT_KEY: phone.as_str(),
+    }))
+    .map_err(|_| StoreError::Corrupt("metadata".into()))?;
+    let expires_in =
+        ExpiresIn::parse(Some(3600)).map_err(|_| StoreError::Corrupt("expiresIn".into()))?;
+    Ok(open_session(sessions, clock, base, app, redirect, metadata, expires_in).await?)
+}

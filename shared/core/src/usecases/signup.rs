@@ -90,6 +90,11 @@ pub enum SignupError {
     /// Meta refused this platform's own app credentials: our fault, not the owner's.
     #[error("signups cannot be completed right now; please try again later")]
     AppCredentials,
+    /// A Reconnect of one number finished with another.
+    #[error(
+        "this link reconnects number {0}; choose that number in Meta's dialog (to add another number, use Add Number)"
+    )]
+    ReconnectOtherNumber(String),
     #[error("the signup took too long to complete; please connect again")]
     DeadlineExceeded,
     #[error("a dependency is unavailable")]
@@ -113,6 +118,7 @@ impl SignupError {
             Self::NoPhoneNumber => "no_phone_number",
             Self::PhoneNumberAmbiguous => "phone_number_ambiguous",
             Self::AppCredentials => "meta_app_rejected",
+            Self::ReconnectOtherNumber(_) => "reconnect_other_number",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Unavailable | Self::Store(_) => "unavailable",
         }
@@ -127,6 +133,7 @@ impl SignupError {
             | Self::NoPhoneNumber
             | Self::PhoneNumberAmbiguous
             | Self::AppCredentials
+            | Self::ReconnectOtherNumber(_)
             | Self::DeadlineExceeded => Some(SessionStatus::Pending),
             Self::MetaValidation(_) | Self::LinkedToAnotherApp => Some(SessionStatus::Failed),
             _ => None,
@@ -540,6 +547,13 @@ async fn finish_claimed(
     .map_err(|e| validation_error(e, "list the WABA's numbers"))?;
     let listed = choose_number(numbers, p.phone.as_ref(), &waba)?;
     let phone = listed.id.clone();
+    if let Some(target) = session
+        .metadata
+        .reconnect_target()
+        .filter(|t| *t != phone.as_str())
+    {
+        return Err(SignupError::ReconnectOtherNumber(target.to_owned()));
+    }
     tracing::Span::current().record("phone_number_id", tracing::field::display(&phone));
     let (owner, existing) = match known {
         Some(read) => read,

@@ -136,6 +136,17 @@ async fn the_bootstrap_signs_an_owner_in_and_serves_the_pages() {
         Some(check_path.trim_end_matches("/check"))
     );
 
+    let signups = event(
+        "get-dashboard.json",
+        &[
+            (SAMPLE_COOKIE, &cookie),
+            ("\"/dashboard\"", "\"/dashboard/signups\""),
+        ],
+    );
+    let (status, _, _, html) = response(lambda.invoke(signups).await);
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("id=\"funnel\""));
+
     let (status, _, _, html) = response(
         lambda
             .invoke(event(

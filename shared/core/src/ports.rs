@@ -151,6 +151,13 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Appends an abandon event to an unfinished session; `false` if the session is
     /// completed or holds too many events already (the funnel keeps the first 100).
     async fn record_abandon(&self, id: &SessionId, abandon: &Abandon) -> Result<bool, StoreError>;
+    /// The App's sessions created since `since`, newest first, at most `limit`.
+    async fn recent_sessions(
+        &self,
+        app: &AppId,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SignupSession>, StoreError>;
 }
 
 /// The most abandon events kept per session.

@@ -19,7 +19,7 @@ use pipes_core::ports::DashboardSession;
 use pipes_core::usecases::admin;
 use pipes_core::usecases::dashboard::{
     LoginError, ReconnectError, add_number, csrf_matches, current_session, mint_login_link,
-    reconnect, sign_in, sign_out,
+    reconnect, sign_in, sign_out, signups,
 };
 use pipes_core::usecases::numbers::{
     ListRequest, check_now, get_number, list_numbers, number_history, remove_number,
@@ -47,6 +47,7 @@ pub(crate) fn routes() -> Router<Platform> {
         .route("/dashboard/numbers/{id}/remove", post(remove))
         .route("/dashboard/numbers/{id}/reconnect", post(reconnect_number))
         .route("/dashboard/keys", get(keys_page).post(create_key))
+        .route("/dashboard/signups", get(signups_page))
         .route("/dashboard/keys/{id}/revoke", post(revoke_key))
         .route("/dashboard/logout", post(logout))
 }
@@ -282,7 +283,7 @@ async fn signin_help() -> Response {
 fn header_html(app: &App, csrf: &str) -> String {
     format!(
         "<header><div><strong>{}</strong> <span class=\"muted\">({})</span></div>\
-         <nav aria-label=\"Dashboard\"><a href=\"/dashboard\">Numbers</a><a href=\"/dashboard/keys\">Keys</a></nav>\
+         <nav aria-label=\"Dashboard\"><a href=\"/dashboard\">Numbers</a><a href=\"/dashboard/signups\">Signups</a><a href=\"/dashboard/keys\">Keys</a></nav>\
          <form class=\"inline\" method=\"post\" action=\"/dashboard/logout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <button class=\"secondary\" type=\"submit\">Sign out</button></form></header>",
@@ -826,4 +827,93 @@ async fn logout(
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     res
+}
+
+/// The last 30 days of signups: the funnel as a bar chart, cancels by step, and the
+/// sessions with their status and metadata.
+async fn signups_page(State(p): State<Platform>, owner: Owner) -> Response {
+    let (funnel, sessions) = match signups(&*p.store, &*p.clock, &owner.app, 30).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "dashboard: signups");
+            return unavailable();
+        }
+    };
+    let nonce = random::base62(22);
+    let mut body = header_html(&owner.app, &owner.session.csrf);
+    body.push_str("<main><section><h1>Signups, last 30 days</h1>");
+    let bars = [
+        ("Started", funnel.started, "#0b57d0"),
+        ("Cancelled", funnel.cancelled, "#e0a800"),
+        ("Errors", funnel.errored, "#c62828"),
+        ("Completed", funnel.completed, "#2e7d32"),
+    ];
+    let max = funnel.started.max(1) as f64;
+    let _ = write!(
+        body,
+        "<svg id=\"funnel\" role=\"img\" aria-label=\"Signup funnel: {} started, {} cancelled, {} with errors, {} completed\" viewBox=\"0 0 600 {}\" width=\"100%\">",
+        funnel.started,
+        funnel.cancelled,
+        funnel.errored,
+        funnel.completed,
+        bars.len() * 34
+    );
+    for (i, (label, count, colour)) in bars.iter().enumerate() {
+        let y = i * 34;
+        let w = (*count as f64 / max * 440.0).max(2.0);
+        let _ = write!(
+            body,
+            "<text x=\"0\" y=\"{}\" font-size=\"14\">{label}</text>\
+             <rect x=\"100\" y=\"{}\" width=\"{w:.1}\" height=\"24\" fill=\"{colour}\"></rect>\
+             <text x=\"{:.1}\" y=\"{}\" font-size=\"14\">{count}</text>",
+            y + 17,
+            y + 2,
+            100.0 + w + 6.0,
+            y + 17
+        );
+    }
+    body.push_str("</svg>");
+    let _ = write!(
+        body,
+        "<p class=\"muted\">{} still open or failed, {} expired.</p>",
+        funnel.open, funnel.expired
+    );
+    if !funnel.cancels_by_step.is_empty() {
+        body.push_str("<h2>Cancelled at</h2><ul id=\"cancels\">");
+        for (step, count) in &funnel.cancels_by_step {
+            let _ = write!(body, "<li><code>{}</code>: {count}</li>", escape(step));
+        }
+        body.push_str("</ul>");
+    }
+    body.push_str(
+        "</section><section><h2>Recent sessions</h2><table><thead><tr><th scope=\"col\">Created</th>\
+         <th scope=\"col\">Status</th><th scope=\"col\">Number</th><th scope=\"col\">Events</th>\
+         <th scope=\"col\">Metadata</th></tr></thead><tbody id=\"sessions\">",
+    );
+    let now = p.clock.now();
+    for s in sessions.iter().take(100) {
+        let events: Vec<String> = s
+            .abandons
+            .iter()
+            .map(|a| {
+                let what = a
+                    .step
+                    .as_deref()
+                    .or(a.error_message.as_deref())
+                    .unwrap_or("");
+                format!("{:?} {}", a.event, what)
+            })
+            .collect();
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            escape(&rfc3339(s.created_at)),
+            escape(s.status_at(now).as_str()),
+            escape(s.phone_number_id.as_deref().unwrap_or("—")),
+            escape(&events.join("; ")),
+            escape(&Value::from(s.metadata.clone()).to_string())
+        );
+    }
+    body.push_str("</tbody></table></section></main>");
+    page(StatusCode::OK, "Signups", &nonce, &body, None)
 }

@@ -873,6 +873,36 @@ pub async fn dashboard_sessions_are_found_by_hash_and_end(store: Arc<dyn Store>)
         .unwrap();
 }
 
+pub async fn an_apps_recent_sessions_come_newest_first(store: Arc<dyn Store>) {
+    let a = new_app(&*store, "acme").await.app;
+    let b = new_app(&*store, "other").await.app;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (mut s, _) = session(&a.id);
+        s.created_at = SystemClock.now() - Duration::hours(3 - i);
+        store.insert_session(&s).await.unwrap();
+        ids.push(s.id);
+    }
+    let (mut old, _) = session(&a.id);
+    old.created_at = SystemClock.now() - Duration::days(40);
+    store.insert_session(&old).await.unwrap();
+    store.insert_session(&session(&b.id).0).await.unwrap();
+    let since = SystemClock.now() - Duration::days(30);
+    let recent: Vec<_> = store
+        .recent_sessions(&a.id, since, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    ids.reverse();
+    assert_eq!(recent, ids, "newest first, only this App's, only since");
+    assert_eq!(
+        store.recent_sessions(&a.id, since, 2).await.unwrap().len(),
+        2
+    );
+}
+
 /// Runs every contract case against stores made by `$make` (an async expression).
 macro_rules! contract_suite {
     ($module:ident, $make:expr) => {
@@ -901,6 +931,7 @@ macro_rules! contract_suite {
                 due_numbers_come_stalest_first,
                 login_links_work_once_and_expire,
                 dashboard_sessions_are_found_by_hash_and_end,
+                an_apps_recent_sessions_come_newest_first,
             );
         }
     };

@@ -32,6 +32,7 @@ on_both_stores! {
     an_app_never_sees_another_apps_numbers => isolation;
     add_number_runs_the_hosted_page_and_comes_back => add_number;
     keys_are_created_once_shown_and_revoked => keys;
+    the_signups_page_shows_the_funnel => signups_funnel;
 }
 
 async fn login_url(t: &TestApp) -> String {
@@ -375,4 +376,25 @@ async fn keys(backend: Backend) {
         .body(Body::empty())
         .unwrap();
     assert_eq!(t.send(req).await.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn signups_funnel(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    // Three links: one cancelled at a step, one with Meta's error, one completed.
+    let (cancelled, _) = t.signup_token().await;
+    let body = json!({"token": cancelled, "event": "CANCEL", "step": "PHONE_NUMBER_VERIFICATION"});
+    assert_eq!(t.post_json("/v1/signup/callback", body).await.status, 200);
+    let (errored, _) = t.signup_token().await;
+    let body = json!({"token": errored, "event": "ERROR", "errorCode": "524126", "errorMessage": "verified name"});
+    assert_eq!(t.post_json("/v1/signup/callback", body).await.status, 200);
+    let (done, _) = t.signup_token().await;
+    assert_eq!(t.finish(&done, &t.sandbox_signup()).await.status, 200);
+    let (cookie, _) = signed_in(&t).await;
+    let page = html(&get(&t, "/dashboard/signups", Some(&cookie)).await);
+    assert!(
+        page.contains("Signup funnel: 3 started, 1 cancelled, 1 with errors, 1 completed"),
+        "{page}"
+    );
+    assert!(page.contains("<code>PHONE_NUMBER_VERIFICATION</code>: 1"));
+    assert!(page.contains("verified name") && page.contains("completed"));
 }

@@ -160,6 +160,16 @@ pub(super) fn session_item(ses: &SignupSession) -> Result<Item, StoreError> {
             ),
         ),
         ("ttl".into(), n(ttl)),
+        // The App's sessions by creation time (index gsi2).
+        ("gsi2pk".into(), s(format!("APPSES#{}", ses.app_id))),
+        (
+            "gsi2sk".into(),
+            s(format!(
+                "{:015}#{}",
+                ses.created_at.timestamp_millis(),
+                ses.id
+            )),
+        ),
     ]);
     if let Some(t) = ses.completed_at {
         item.insert("completedAt".into(), n(t.timestamp_millis()));

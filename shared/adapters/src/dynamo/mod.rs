@@ -16,7 +16,9 @@
 //! | dashboard session | `DSES#{sha256}` | `DSES` | the cookie's hash; `ttl` |
 //!
 //! Index `gsi1` (keys only): `gsi1pk` = `DUE#{shard}` (16 shards), `gsi1sk` =
-//! `{due millis}#{appId}#{phone}`: the sweep's due numbers without a Scan.
+//! `{due millis}#{appId}#{phone}`: the sweep's due numbers without a Scan. Index `gsi2`
+//! (all attributes): `gsi2pk` = `APPSES#{appId}`, `gsi2sk` = `{created millis}#{sessionId}`
+//! on session items: an App's recent sessions (the dashboard's Signups page).
 //!
 //! The partition-key prefixes are what each function's IAM policy grants
 //! (`dynamodb:LeadingKeys`): App records (`APP#`, `SLUG#`) are written only by the admin

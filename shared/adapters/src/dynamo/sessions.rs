@@ -153,4 +153,28 @@ impl SessionStore for DynamoStore {
             Err(e) => Err(StoreError::unavailable(e)),
         }
     }
+
+    async fn recent_sessions(
+        &self,
+        app: &AppId,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SignupSession>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi2")
+            .key_condition_expression("#p = :app AND #s >= :since")
+            .expression_attribute_names("#p", "gsi2pk")
+            .expression_attribute_names("#s", "gsi2sk")
+            .expression_attribute_values(":app", s(format!("APPSES#{app}")))
+            .expression_attribute_values(":since", s(format!("{:015}", since.timestamp_millis())))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        out.items().iter().map(session_from).collect()
+    }
 }

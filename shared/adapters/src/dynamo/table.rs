@@ -34,6 +34,17 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         )
         .build()
         .map_err(StoreError::unavailable)?;
+    let sessions_by_app = GlobalSecondaryIndex::builder()
+        .index_name("gsi2")
+        .key_schema(key("gsi2pk", KeyType::Hash)?)
+        .key_schema(key("gsi2sk", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(StoreError::unavailable)?;
     client
         .create_table()
         .table_name(table)
@@ -42,9 +53,12 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .attribute_definitions(attr("sk", ScalarAttributeType::S)?)
         .attribute_definitions(attr("gsi1pk", ScalarAttributeType::S)?)
         .attribute_definitions(attr("gsi1sk", ScalarAttributeType::S)?)
+        .attribute_definitions(attr("gsi2pk", ScalarAttributeType::S)?)
+        .attribute_definitions(attr("gsi2sk", ScalarAttributeType::S)?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
         .global_secondary_indexes(gsi)
+        .global_secondary_indexes(sessions_by_app)
         .send()
         .await
         .map_err(StoreError::unavailable)?;

@@ -114,6 +114,7 @@ CREATE TABLE login_links (
     expires_at INTEGER NOT NULL,
     used_at    INTEGER
 );
+CREATE INDEX sessions_by_app ON sessions(app_id, created_at);
 CREATE TABLE dashboard_sessions (
     cookie_hash TEXT PRIMARY KEY,
     app_id      TEXT NOT NULL REFERENCES apps(id),

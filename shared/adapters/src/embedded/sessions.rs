@@ -153,4 +153,25 @@ impl SessionStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn recent_sessions(
+        &self,
+        app: &AppId,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SignupSession>, StoreError> {
+        let app = app.clone();
+        self.with(move |c| {
+            all(
+                c,
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE app_id = ?1 AND created_at >= ?2 \
+                     ORDER BY created_at DESC, id DESC LIMIT ?3"
+                ),
+                params![app.as_str(), millis(since), limit as i64],
+                session_from_row,
+            )
+        })
+        .await
+    }
 }

@@ -199,3 +199,59 @@ pub async fn reconnect(
         ExpiresIn::parse(Some(3600)).map_err(|_| StoreError::Corrupt("expiresIn".into()))?;
     Ok(open_session(sessions, clock, base, app, redirect, metadata, expires_in).await?)
 }
+
+/// How the App's recent signups went (the Signups page).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Funnel {
+    pub started: usize,
+    /// Sessions where the owner cancelled at least once.
+    pub cancelled: usize,
+    /// Sessions where Meta or the owner reported an error at least once.
+    pub errored: usize,
+    pub completed: usize,
+    /// Still usable (pending or completing) or failed.
+    pub open: usize,
+    pub expired: usize,
+    /// Cancels by Meta's `current_step` (`unknown` when none was given).
+    pub cancels_by_step: std::collections::BTreeMap<String, usize>,
+}
+
+/// The funnel of the App's sessions since `days` ago, and the sessions themselves.
+pub async fn signups(
+    sessions: &dyn crate::ports::SessionStore,
+    clock: &dyn Clock,
+    app: &App,
+    days: i64,
+) -> Result<(Funnel, Vec<crate::SignupSession>), StoreError> {
+    use crate::session::{AbandonEvent, SessionStatus};
+    let now = clock.now();
+    let recent = sessions
+        .recent_sessions(&app.id, now - Duration::days(days), 1000)
+        .await?;
+    let mut f = Funnel {
+        started: recent.len(),
+        ..Funnel::default()
+    };
+    for s in &recent {
+        if s.abandons.iter().any(|a| a.event == AbandonEvent::Cancel) {
+            f.cancelled += 1;
+        }
+        if s.abandons.iter().any(|a| a.event == AbandonEvent::Error) {
+            f.errored += 1;
+        }
+        for a in s
+            .abandons
+            .iter()
+            .filter(|a| a.event == AbandonEvent::Cancel)
+        {
+            let step = a.step.clone().unwrap_or_else(|| "unknown".into());
+            *f.cancels_by_step.entry(step).or_default() += 1;
+        }
+        match s.status_at(now) {
+            SessionStatus::Completed => f.completed += 1,
+            SessionStatus::Expired => f.expired += 1,
+            _ => f.open += 1,
+        }
+    }
+    Ok((f, recent))
+}

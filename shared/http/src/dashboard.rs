@@ -212,6 +212,34 @@ fn guard(
     }
 }
 
+/// A signed-in owner's state change: the form post carries the session's CSRF token
+/// (or the `X-CSRF-Token` header) and comes from our origin; otherwise 403 and the
+/// handler never runs.
+pub struct Change(pub Owner);
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Change({})", self.0.app.id)
+    }
+}
+
+impl axum::extract::FromRequest<Platform> for Change {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, p: &Platform) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let owner = Owner::from_request_parts(&mut parts, p).await?;
+        let headers = parts.headers.clone();
+        let req = axum::extract::Request::from_parts(parts, body);
+        let form = Form::<CsrfForm>::from_request(req, p)
+            .await
+            .map(|Form(f)| f.csrf)
+            .unwrap_or(None);
+        guard(p, &owner, &headers, form.as_deref())?;
+        Ok(Self(owner))
+    }
+}
+
 async fn login_link(
     State(p): State<Platform>,
     PartnerApp(app): PartnerApp,
@@ -437,15 +465,7 @@ async fn numbers_json(State(p): State<Platform>, owner: Owner) -> Response {
     }
 }
 
-async fn new_number(
-    State(p): State<Platform>,
-    owner: Owner,
-    headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Err(refused) = guard(&p, &owner, &headers, f.csrf.as_deref()) {
-        return refused;
-    }
+async fn new_number(State(p): State<Platform>, Change(owner): Change) -> Response {
     match add_number(&*p.store, &*p.clock, &p.public_base_url, &owner.app).await {
         // The hosted page, with the same Embedded Signup code partners' customers run.
         Ok(issued) => Redirect::to(&issued.signup_url).into_response(),
@@ -633,14 +653,9 @@ async fn number_page(State(p): State<Platform>, owner: Owner, Path(id): Path<Str
 
 async fn check(
     State(p): State<Platform>,
-    owner: Owner,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Change(owner): Change,
 ) -> Response {
-    if let Err(refused) = guard(&p, &owner, &headers, f.csrf.as_deref()) {
-        return refused;
-    }
     match check_now(p.check(), &owner.app, &id).await {
         Ok(_) => Redirect::to(&format!("/dashboard/numbers/{}", urlencode(&id))).into_response(),
         Err(e) => ApiError::from(e).into_response(),
@@ -649,14 +664,9 @@ async fn check(
 
 async fn reconnect_number(
     State(p): State<Platform>,
-    owner: Owner,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Change(owner): Change,
 ) -> Response {
-    if let Err(refused) = guard(&p, &owner, &headers, f.csrf.as_deref()) {
-        return refused;
-    }
     match reconnect(
         &*p.store,
         &*p.store,
@@ -688,14 +698,9 @@ async fn reconnect_number(
 
 async fn remove(
     State(p): State<Platform>,
-    owner: Owner,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Change(owner): Change,
 ) -> Response {
-    if let Err(refused) = guard(&p, &owner, &headers, f.csrf.as_deref()) {
-        return refused;
-    }
     match remove_number(&*p.store, &*p.queue, &*p.clock, &owner.app, &id).await {
         Ok(()) => Redirect::to("/dashboard").into_response(),
         Err(e) => ApiError::from(e).into_response(),
@@ -758,15 +763,7 @@ async fn keys_html(p: &Platform, owner: &Owner, new_key: Option<&str>) -> Respon
     page(StatusCode::OK, "Keys", &nonce, &body, Some(&json!({})))
 }
 
-async fn create_key(
-    State(p): State<Platform>,
-    owner: Owner,
-    headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Err(refused) = guard(&p, &owner, &headers, f.csrf.as_deref()) {
-        return refused;
-    }
+async fn create_key(State(p): State<Platform>, Change(owner): Change) -> Response {
     match admin::create_key(&*p.store, p.clock.now(), &owner.app).await {
         Ok(created) => keys_html(&p, &owner, Some(created.key.expose())).await,
         Err(e) => {
@@ -778,14 +775,9 @@ async fn create_key(
 
 async fn revoke_key(
     State(p): State<Platform>,
-    owner: Owner,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Change(owner): Change,
 ) -> Response {
-    if let Err(refused) = guard(&p, &owner, &headers, f.csrf.as_deref()) {
-        return refused;
-    }
     match admin::revoke_key(&*p.store, p.clock.now(), &owner.app, &id).await {
         Ok(_) => Redirect::to("/dashboard/keys").into_response(),
         Err(e) => {
@@ -799,15 +791,7 @@ async fn revoke_key(
     }
 }
 
-async fn logout(
-    State(p): State<Platform>,
-    owner: Owner,
-    headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Err(refused) = guard(&p, &owner, &headers, f.csrf.as_deref()) {
-        return refused;
-    }
+async fn logout(State(p): State<Platform>, headers: HeaderMap, Change(_owner): Change) -> Response {
     let cookie = cookie_value(&headers, cookie_name(&p));
     if let Err(e) = sign_out(&*p.store, cookie).await {
         tracing::error!(error = %e, "dashboard: logout");

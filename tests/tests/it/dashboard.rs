@@ -8,24 +8,6 @@ use http::{Method, Request, StatusCode, header};
 use pipes_tests::{BASE_URL, Backend, TestApp, TestResponse};
 use serde_json::json;
 
-/// Runs `$body(Backend)` as one test per store.
-macro_rules! on_both_stores {
-    ($($name:ident => $body:ident;)*) => {
-        mod embedded {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$body(pipes_tests::Backend::embedded()).await;
-            })*
-        }
-        mod dynamodb {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$body(pipes_tests::Backend::aws().await).await;
-            })*
-        }
-    };
-}
-
 on_both_stores! {
     a_login_link_signs_in_once_and_sets_a_host_only_cookie => login_flow;
     changes_need_the_csrf_token_and_our_origin => csrf;

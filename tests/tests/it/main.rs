@@ -2,6 +2,24 @@
 //! partner API over HTTP, the Lambda sample events, and secrets at rest.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Runs `$body(Backend)` as one test per store.
+macro_rules! on_both_stores {
+    ($($name:ident => $body:ident;)*) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$body(pipes_tests::Backend::embedded()).await;
+            })*
+        }
+        mod dynamodb {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$body(pipes_tests::Backend::aws().await).await;
+            })*
+        }
+    };
+}
+
 mod api;
 mod browser;
 mod contract;

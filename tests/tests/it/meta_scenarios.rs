@@ -11,24 +11,6 @@ use pipes_sandbox::{Fault, FaultKind, Scenario, SignupRequest, SignupResult};
 use pipes_tests::{Backend, TestApp, TestResponse};
 use serde_json::{Value, json};
 
-/// Runs `$body(Backend)` as one test per store.
-macro_rules! on_both_stores {
-    ($($name:ident => $body:ident;)*) => {
-        mod embedded {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$body(pipes_tests::Backend::embedded()).await;
-            })*
-        }
-        mod dynamodb {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$body(pipes_tests::Backend::aws().await).await;
-            })*
-        }
-    };
-}
-
 on_both_stores! {
     a_finish_without_a_number_asks_the_owner_to_add_one_and_the_same_link_works_after => no_number_then_same_link;
     a_code_that_arrives_alone_onboards_the_wabas_only_number => code_only;

@@ -397,8 +397,8 @@ async fn the_sandbox_dialog_finishes_without_a_number_and_the_page_says_what_to_
 
 /// The dashboard story in a browser: sign in with a link, Add Number through the
 /// sandbox, see it turn healthy without a reload, revoke it in the sandbox and Check
-/// now, see the warning and the reason, Reconnect, healthy again, Remove, gone; and a
-/// cross-site form post is refused.
+/// now, see the warning and the reason, Reconnect, healthy again, Remove, gone; a
+/// cross-site form post is refused; a second App's session never sees the number.
 #[tokio::test]
 async fn an_owner_runs_a_number_from_the_dashboard() {
     let Some(d) = driver().await else { return };
@@ -501,6 +501,32 @@ async fn an_owner_runs_a_number_from_the_dashboard() {
     .await;
     c.goto(&format!("{base}/dashboard")).await.unwrap();
     assert_eq!(wait_for_row(&t, c, "healthy").await, phone);
+
+    // A second App's session (same browser, its own login link) never sees this number.
+    let (_, other_key) = t.other_app().await;
+    let req = http::Request::post("/v1/dashboard/login-links")
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", other_key.expose()),
+        )
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let other_link = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
+    c.goto(&other_link).await.unwrap();
+    wait_for_url(c, &format!("{base}/dashboard")).await;
+    let theirs = c.source().await.unwrap();
+    assert!(theirs.contains("Other") && !theirs.contains(&phone));
+    c.goto(&format!("{base}/dashboard/numbers/{phone}"))
+        .await
+        .unwrap();
+    assert!(c.source().await.unwrap().contains("Number not found"));
+    let req = t
+        .authed(http::Method::POST, "/v1/dashboard/login-links")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let link = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
+    c.goto(&link).await.unwrap();
+    wait_for_url(c, &format!("{base}/dashboard")).await;
 
     // Remove (confirmed): gone from the list.
     c.goto(&format!("{base}/dashboard/numbers/{phone}"))

@@ -132,6 +132,7 @@ async fn main() {
         ),
         ("webhook-setup", check_job),
         ("health-sweep", event("health-sweep/scheduled.json", &[])),
+        ("dashboard", event("dashboard/get-login.json", &[])),
     ];
     println!(
         "| function | init p50 | init p90 | init vs floor | peak RSS | RSS vs floor | warm invoke p50 | warm invoke p90 |"

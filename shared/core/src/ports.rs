@@ -282,7 +282,7 @@ pub enum LinkUse {
 }
 
 /// A signed-in dashboard session, stored by its cookie's hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DashboardSession {
     pub cookie_hash: SecretHash,
     pub app_id: AppId,
@@ -290,6 +290,19 @@ pub struct DashboardSession {
     pub csrf: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// The CSRF token is a secret of the session: debug output shows it redacted.
+impl std::fmt::Debug for DashboardSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardSession")
+            .field("cookie_hash", &self.cookie_hash)
+            .field("app_id", &self.app_id)
+            .field("csrf", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// Login links and dashboard sessions.

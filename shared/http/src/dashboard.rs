@@ -37,7 +37,7 @@ use crate::partner::rfc3339;
 pub(crate) fn routes() -> Router<Platform> {
     Router::new()
         .route("/v1/dashboard/login-links", post(login_link))
-        .route("/dashboard/login", get(login))
+        .route("/dashboard/login", get(login_page).post(login))
         .route("/dashboard/signin", get(signin_help))
         .route("/dashboard", get(app_page))
         .route("/dashboard/numbers.json", get(numbers_json))
@@ -243,15 +243,62 @@ impl axum::extract::FromRequest<Platform> for Change {
 async fn login_link(
     State(p): State<Platform>,
     PartnerApp(app): PartnerApp,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let link = mint_login_link(&*p.store, &*p.clock, &p.public_base_url, &app).await?;
-    Ok(Json(
-        json!({"url": link.url.as_str(), "expiresAt": rfc3339(link.expires_at)}),
-    ))
+    // The link is a credential: no cache may keep it.
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"url": link.url.as_str(), "expiresAt": rfc3339(link.expires_at)})),
+    )
+        .into_response())
 }
 
-async fn login(State(p): State<Platform>, Query(q): Query<HashMap<String, String>>) -> Response {
-    match sign_in(&*p.store, &*p.clock, q.get("token").map(String::as_str)).await {
+/// The login link's page: nothing is spent on a GET (link previewers and scanners fetch
+/// URLs), and a page elsewhere cannot sign a visitor in to someone else's App: signing
+/// in is a POST of this form, from our origin.
+async fn login_page(Query(q): Query<HashMap<String, String>>) -> Response {
+    let token = q.get("token").map(String::as_str).unwrap_or_default();
+    let nonce = random::base62(22);
+    let body = format!(
+        "<main><section><h1 id=\"heading\">Sign in to your dashboard</h1>\
+         <p>This link signs you in to a Pipes.bot App's dashboard, once. Continue only if you asked for it.</p>\
+         <form method=\"post\" action=\"/dashboard/login\"><input type=\"hidden\" name=\"token\" value=\"{}\">\
+         <button id=\"sign-in\" type=\"submit\">Continue</button></form></section></main>",
+        escape(token)
+    );
+    let mut res = page(StatusCode::OK, "Sign in", &nonce, &body, None);
+    // The token is in this page's URL: it must not leave as a Referer.
+    res.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+/// What the login page posts (no Debug: the token is a credential).
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+async fn login(
+    State(p): State<Platform>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let same_origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o == p.public_base_url.origin());
+    if !same_origin {
+        return message_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "Sign in from the login link's own page. Nothing was changed and the link was not used.",
+        );
+    }
+    match sign_in(&*p.store, &*p.clock, f.token.as_deref()).await {
         Ok(signed) => {
             let name = cookie_name(&p);
             let secure = if p.public_base_url.is_https() {

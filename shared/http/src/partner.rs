@@ -1,6 +1,8 @@
 //! The partner API authenticated by app key: minting signup tokens and reading sessions.
 
 use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -48,7 +50,7 @@ async fn issue(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
     ApiJson(body): ApiJson<IssueBody>,
-) -> Result<Json<IssueResponse>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let req = IssueTokenRequest {
         redirect_url: body.redirect_url,
         metadata: body.metadata,
@@ -62,12 +64,16 @@ async fn issue(
         req,
     )
     .await?;
-    Ok(Json(IssueResponse {
-        token: issued.token.expose().to_owned(),
-        session_id: issued.session_id.to_string(),
-        signup_url: issued.signup_url,
-        expires_at: rfc3339(issued.expires_at),
-    }))
+    // The token is a credential: no cache may keep the answer.
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(IssueResponse {
+            token: issued.token.expose().to_owned(),
+            session_id: issued.session_id.to_string(),
+            signup_url: issued.signup_url,
+            expires_at: rfc3339(issued.expires_at),
+        }),
+    ))
 }
 
 #[derive(Debug, Serialize)]

@@ -87,6 +87,8 @@ async fn issuing_a_token_returns_a_signup_link_and_a_pending_session() {
         }))
         .await;
     assert_eq!(res.status, StatusCode::OK);
+    // The token is a credential: no cache keeps the answer.
+    assert_eq!(res.headers[header::CACHE_CONTROL], "no-store");
     let v = res.json();
     let token = v["token"].as_str().unwrap();
     assert!(pipes_core::SignupToken::parse(token).is_some(), "{token}");

@@ -415,6 +415,7 @@ async fn an_owner_runs_a_number_from_the_dashboard() {
         .unwrap();
     let link = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
     c.goto(&link).await.unwrap();
+    click(c, "sign-in").await;
     wait_for_url(c, &format!("{base}/dashboard")).await;
     let landed = c.current_url().await.unwrap();
     assert_eq!(landed.path(), "/dashboard", "{}", c.source().await.unwrap());
@@ -513,6 +514,7 @@ async fn an_owner_runs_a_number_from_the_dashboard() {
         .unwrap();
     let other_link = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
     c.goto(&other_link).await.unwrap();
+    click(c, "sign-in").await;
     wait_for_url(c, &format!("{base}/dashboard")).await;
     let theirs = c.source().await.unwrap();
     assert!(theirs.contains("Other") && !theirs.contains(&phone));
@@ -526,6 +528,7 @@ async fn an_owner_runs_a_number_from_the_dashboard() {
         .unwrap();
     let link = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
     c.goto(&link).await.unwrap();
+    click(c, "sign-in").await;
     wait_for_url(c, &format!("{base}/dashboard")).await;
 
     // Remove (confirmed): gone from the list.

@@ -24,6 +24,7 @@ async fn login_url(t: &TestApp) -> String {
         .unwrap();
     let res = t.send(req).await;
     assert_eq!(res.status, 200);
+    assert_eq!(res.headers[header::CACHE_CONTROL], "no-store");
     let v = res.json();
     assert!(v["expiresAt"].is_string());
     v["url"].as_str().unwrap().to_owned()
@@ -67,9 +68,42 @@ fn html(res: &TestResponse) -> String {
     String::from_utf8(res.body.clone()).unwrap()
 }
 
+fn token_of(url: &str) -> String {
+    let u = url::Url::parse(url).unwrap();
+    u.query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
+}
+
+/// What the login page's form posts, from `origin`.
+async fn post_login(t: &TestApp, token: &str, origin: Option<&str>) -> TestResponse {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/dashboard/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(o) = origin {
+        req = req.header(header::ORIGIN, o);
+    }
+    let form = format!("token={}", urlencoding(token));
+    t.send(req.body(Body::from(form)).unwrap()).await
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Opens a login link the way a person does: its page, then the Continue button.
+async fn follow_login(t: &TestApp, url: &str) -> TestResponse {
+    let page = get(t, &path_of(url), None).await;
+    assert_eq!(page.status, 200);
+    assert!(html(&page).contains("id=\"sign-in\""));
+    post_login(t, &token_of(url), Some(BASE_URL)).await
+}
+
 /// Signs in through a fresh login link; returns the cookie pair and the CSRF token.
 async fn signed_in(t: &TestApp) -> (String, String) {
-    let res = get(t, &path_of(&login_url(t).await), None).await;
+    let res = follow_login(t, &login_url(t).await).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     let set = res.headers[header::SET_COOKIE].to_str().unwrap().to_owned();
     let pair = set.split(';').next().unwrap().to_owned();
@@ -95,7 +129,20 @@ async fn login_flow(backend: Backend) {
         "/dashboard/signin"
     );
 
-    let res = get(&t, &path_of(&url), None).await;
+    // The link's page spends nothing (previewers and scanners fetch links), keeps the
+    // token out of any Referer, and a post from another origin is refused.
+    let preview = get(&t, &path_of(&url), None).await;
+    assert_eq!(preview.status, 200);
+    assert_eq!(preview.headers[header::REFERRER_POLICY], "no-referrer");
+    assert_eq!(preview.headers[header::CACHE_CONTROL], "no-store");
+    let token = token_of(&url);
+    for origin in [None, Some("https://evil.example")] {
+        let refused = post_login(&t, &token, origin).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{origin:?}");
+        assert!(!refused.headers.contains_key(header::SET_COOKIE));
+    }
+
+    let res = follow_login(&t, &url).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     assert_eq!(res.headers[header::LOCATION], "/dashboard");
     let set = res.headers[header::SET_COOKIE].to_str().unwrap();
@@ -128,19 +175,16 @@ async fn login_flow(backend: Backend) {
     assert!(body.contains("<meta name=\"robots\" content=\"noindex\">"));
 
     // The link is spent; junk and expired links say how to get a new one.
-    let again = get(&t, &path_of(&url), None).await;
+    let again = follow_login(&t, &url).await;
     assert_eq!(again.status, StatusCode::GONE);
     assert!(html(&again).contains("login-link"));
     assert_eq!(
-        get(&t, "/dashboard/login?token=dl_nope", None).await.status,
+        post_login(&t, "dl_nope", Some(BASE_URL)).await.status,
         StatusCode::NOT_FOUND
     );
     let stale = login_url(&t).await;
     t.clock.advance(Duration::minutes(16));
-    assert_eq!(
-        get(&t, &path_of(&stale), None).await.status,
-        StatusCode::GONE
-    );
+    assert_eq!(follow_login(&t, &stale).await.status, StatusCode::GONE);
     // The session lasts 12 hours.
     assert_eq!(get(&t, "/dashboard", Some(cookie)).await.status, 200);
     t.clock.advance(Duration::hours(12));
@@ -228,7 +272,7 @@ async fn isolation(backend: Backend) {
         .body(Body::empty())
         .unwrap();
     let url = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
-    let res = get(&t, &path_of(&url), None).await;
+    let res = follow_login(&t, &url).await;
     let cookie = res.headers[header::SET_COOKIE]
         .to_str()
         .unwrap()
@@ -238,6 +282,36 @@ async fn isolation(backend: Backend) {
         .to_owned();
     let page = html(&get(&t, "/dashboard", Some(&cookie)).await);
     assert!(page.contains("Other") && !page.contains(&s.phone_number_id));
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    // Its valid session and CSRF token cannot touch the first App's number or keys.
+    let first_key = t.store.list_keys(&t.app.id).await.unwrap()[0]
+        .key_id
+        .clone();
+    for path in [
+        format!("/dashboard/numbers/{}/check", s.phone_number_id),
+        format!("/dashboard/numbers/{}/remove", s.phone_number_id),
+        format!("/dashboard/numbers/{}/reconnect", s.phone_number_id),
+        format!("/dashboard/keys/{first_key}/revoke"),
+    ] {
+        let res = post_form(&t, &path, &cookie, &format!("csrf={csrf}"), Some(BASE_URL)).await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let mine = t
+        .send(
+            t.authed(Method::GET, "/v1/numbers")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(mine.status, 200, "the first App's key still works");
+    let numbers = mine.json()["numbers"].clone();
+    assert_eq!(numbers.as_array().map(Vec::len), Some(1), "{numbers}");
+    assert_ne!(numbers[0]["health"]["status"], "removed", "{numbers}");
     let list = get(&t, "/dashboard/numbers.json", Some(&cookie))
         .await
         .json();

@@ -37,7 +37,7 @@ use crate::partner::rfc3339;
 pub(crate) fn routes() -> Router<Platform> {
     Router::new()
         .route("/v1/dashboard/login-links", post(login_link))
-        .route("/dashboard/login", get(login_page).post(login))
+        .route("/dashboard/login", get(login_opened).post(login))
         .route("/dashboard/signin", get(signin_help))
         .route("/dashboard", get(app_page))
         .route("/dashboard/numbers.json", get(numbers_json))
@@ -253,11 +253,25 @@ async fn login_link(
         .into_response())
 }
 
-/// The login link's page: nothing is spent on a GET (link previewers and scanners fetch
-/// URLs), and a page elsewhere cannot sign a visitor in to someone else's App: signing
-/// in is a POST of this form, from our origin.
-async fn login_page(Query(q): Query<HashMap<String, String>>) -> Response {
-    let token = q.get("token").map(String::as_str).unwrap_or_default();
+/// A login link opened: a browser's top-level navigation (or a client that does not say,
+/// such as curl) signs in at once (303 with the cookie). A fetch the browser marks as
+/// anything but a document (an `<img>`, an `<iframe>`, a script's `fetch`) spends nothing
+/// and gets a page whose Continue button signs in by a same-origin POST: a page elsewhere
+/// cannot sign a visitor in by embedding someone's link.
+async fn login_opened(
+    State(p): State<Platform>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let token = q.get("token").map(String::as_str);
+    let dest = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
+    match dest {
+        None | Some("document") => complete_login(&p, token).await,
+        Some(_) => login_page(token.unwrap_or_default()),
+    }
+}
+
+fn login_page(token: &str) -> Response {
     let nonce = random::base62(22);
     let body = format!(
         "<main><section><h1 id=\"heading\">Sign in to your dashboard</h1>\
@@ -298,9 +312,14 @@ async fn login(
             "Sign in from the login link's own page. Nothing was changed and the link was not used.",
         );
     }
-    match sign_in(&*p.store, &*p.clock, f.token.as_deref()).await {
+    complete_login(&p, f.token.as_deref()).await
+}
+
+/// Spends the link and answers 303 with the session cookie, or a page saying why not.
+async fn complete_login(p: &Platform, token: Option<&str>) -> Response {
+    match sign_in(&*p.store, &*p.clock, token).await {
         Ok(signed) => {
-            let name = cookie_name(&p);
+            let name = cookie_name(p);
             let secure = if p.public_base_url.is_https() {
                 "; Secure"
             } else {

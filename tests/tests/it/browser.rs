@@ -252,6 +252,18 @@ fn meta_message(name: &str, s: &pipes_sandbox::SignupResult) -> serde_json::Valu
     msg
 }
 
+/// Signs the browser in to the dashboard of the App whose key is `key`: a login link
+/// from the API, opened (a top-level navigation signs in at once).
+async fn sign_in_as(t: &TestApp, c: &Client, base: &str, key: &str) {
+    let req = http::Request::post("/v1/dashboard/login-links")
+        .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let link = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
+    c.goto(&link).await.unwrap();
+    wait_for_url(c, &format!("{base}/dashboard")).await;
+}
+
 /// Makes the page's next FB.login answer with `code` and post `message` (if any), as
 /// Meta's dialog does, instead of opening the sandbox's dialog.
 async fn script_meta(c: &Client, code: Option<&str>, message: Option<serde_json::Value>) {
@@ -409,14 +421,7 @@ async fn an_owner_runs_a_number_from_the_dashboard() {
     let router = t.router.clone();
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let req = t
-        .authed(http::Method::POST, "/v1/dashboard/login-links")
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let link = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
-    c.goto(&link).await.unwrap();
-    click(c, "sign-in").await;
-    wait_for_url(c, &format!("{base}/dashboard")).await;
+    sign_in_as(&t, c, &base, t.key.expose()).await;
     let landed = c.current_url().await.unwrap();
     assert_eq!(landed.path(), "/dashboard", "{}", c.source().await.unwrap());
 
@@ -505,31 +510,14 @@ async fn an_owner_runs_a_number_from_the_dashboard() {
 
     // A second App's session (same browser, its own login link) never sees this number.
     let (_, other_key) = t.other_app().await;
-    let req = http::Request::post("/v1/dashboard/login-links")
-        .header(
-            http::header::AUTHORIZATION,
-            format!("Bearer {}", other_key.expose()),
-        )
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let other_link = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
-    c.goto(&other_link).await.unwrap();
-    click(c, "sign-in").await;
-    wait_for_url(c, &format!("{base}/dashboard")).await;
+    sign_in_as(&t, c, &base, other_key.expose()).await;
     let theirs = c.source().await.unwrap();
     assert!(theirs.contains("Other") && !theirs.contains(&phone));
     c.goto(&format!("{base}/dashboard/numbers/{phone}"))
         .await
         .unwrap();
     assert!(c.source().await.unwrap().contains("Number not found"));
-    let req = t
-        .authed(http::Method::POST, "/v1/dashboard/login-links")
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let link = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
-    c.goto(&link).await.unwrap();
-    click(c, "sign-in").await;
-    wait_for_url(c, &format!("{base}/dashboard")).await;
+    sign_in_as(&t, c, &base, t.key.expose()).await;
 
     // Remove (confirmed): gone from the list.
     c.goto(&format!("{base}/dashboard/numbers/{phone}"))

@@ -93,17 +93,20 @@ fn urlencoding(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// Opens a login link the way a person does: its page, then the Continue button.
+/// Opens a login link the way a browser navigates to it.
 async fn follow_login(t: &TestApp, url: &str) -> TestResponse {
-    let page = get(t, &path_of(url), None).await;
-    assert_eq!(page.status, 200);
-    assert!(html(&page).contains("id=\"sign-in\""));
-    post_login(t, &token_of(url), Some(BASE_URL)).await
+    let req = Request::get(path_of(url)).header("sec-fetch-dest", "document");
+    t.send(req.body(Body::empty()).unwrap()).await
 }
 
 /// Signs in through a fresh login link; returns the cookie pair and the CSRF token.
 async fn signed_in(t: &TestApp) -> (String, String) {
-    let res = follow_login(t, &login_url(t).await).await;
+    signed_in_with(t, &login_url(t).await).await
+}
+
+/// Signs in through `url`; returns the cookie pair and the CSRF token.
+async fn signed_in_with(t: &TestApp, url: &str) -> (String, String) {
+    let res = follow_login(t, url).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     let set = res.headers[header::SET_COOKIE].to_str().unwrap().to_owned();
     let pair = set.split(';').next().unwrap().to_owned();
@@ -129,19 +132,28 @@ async fn login_flow(backend: Backend) {
         "/dashboard/signin"
     );
 
-    // The link's page spends nothing (previewers and scanners fetch links), keeps the
-    // token out of any Referer, and a post from another origin is refused.
-    let preview = get(&t, &path_of(&url), None).await;
-    assert_eq!(preview.status, 200);
-    assert_eq!(preview.headers[header::REFERRER_POLICY], "no-referrer");
-    assert_eq!(preview.headers[header::CACHE_CONTROL], "no-store");
+    // Embedded elsewhere (an image, a frame, a script's fetch), the link spends nothing:
+    // it shows a Continue page whose same-origin POST signs in; a post from another
+    // origin is refused.
+    for dest in ["image", "iframe", "empty"] {
+        let req = Request::get(path_of(&url)).header("sec-fetch-dest", dest);
+        let embedded = t.send(req.body(Body::empty()).unwrap()).await;
+        assert_eq!(embedded.status, 200, "{dest}");
+        assert!(!embedded.headers.contains_key(header::SET_COOKIE));
+        assert!(html(&embedded).contains("id=\"sign-in\""));
+        assert_eq!(embedded.headers[header::REFERRER_POLICY], "no-referrer");
+    }
     let token = token_of(&url);
     for origin in [None, Some("https://evil.example")] {
         let refused = post_login(&t, &token, origin).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{origin:?}");
         assert!(!refused.headers.contains_key(header::SET_COOKIE));
     }
+    let continued = post_login(&t, &token_of(&login_url(&t).await), Some(BASE_URL)).await;
+    assert_eq!(continued.status, StatusCode::SEE_OTHER);
+    assert!(continued.headers.contains_key(header::SET_COOKIE));
 
+    // A top-level navigation (or a client that does not say) signs in at once.
     let res = follow_login(&t, &url).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     assert_eq!(res.headers[header::LOCATION], "/dashboard");
@@ -175,9 +187,13 @@ async fn login_flow(backend: Backend) {
     assert!(body.contains("<meta name=\"robots\" content=\"noindex\">"));
 
     // The link is spent; junk and expired links say how to get a new one.
-    let again = follow_login(&t, &url).await;
+    let again = get(&t, &path_of(&url), None).await;
     assert_eq!(again.status, StatusCode::GONE);
     assert!(html(&again).contains("login-link"));
+    assert_eq!(
+        get(&t, "/dashboard/login?token=dl_nope", None).await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(
         post_login(&t, "dl_nope", Some(BASE_URL)).await.status,
         StatusCode::NOT_FOUND
@@ -272,22 +288,9 @@ async fn isolation(backend: Backend) {
         .body(Body::empty())
         .unwrap();
     let url = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
-    let res = follow_login(&t, &url).await;
-    let cookie = res.headers[header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (cookie, csrf) = signed_in_with(&t, &url).await;
     let page = html(&get(&t, "/dashboard", Some(&cookie)).await);
     assert!(page.contains("Other") && !page.contains(&s.phone_number_id));
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
     // Its valid session and CSRF token cannot touch the first App's number or keys.
     let first_key = t.store.list_keys(&t.app.id).await.unwrap()[0]
         .key_id

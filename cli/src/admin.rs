@@ -166,7 +166,7 @@ pub async fn run(cmd: AppsCommand, store: &dyn Store) -> anyhow::Result<()> {
         } => {
             let app = admin::find_app(store, &app.app).await?;
             let base = PublicBaseUrl::parse(&public_base_url).map_err(anyhow::Error::msg)?;
-            let link = mint_login_link(store, &SystemClock, &base, &app).await?;
+            let link = mint_login_link(store, &SystemClock, &base, &app, None).await?;
             if json {
                 print_json(&json!({
                     "url": link.url.as_str(), "expiresAt": link.expires_at.to_rfc3339(),

@@ -142,6 +142,7 @@ async fn announce_login_link(platform: &Platform) -> anyhow::Result<()> {
             &*platform.clock,
             &platform.public_base_url,
             &app,
+            None,
         )
         .await?;
         println!("dashboard: {}  (single use, 15 minutes)", link.url);

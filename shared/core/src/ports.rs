@@ -47,8 +47,12 @@ pub trait AppStore: Send + Sync + std::fmt::Debug {
     async fn list_apps(&self) -> Result<Vec<App>, StoreError>;
     /// Adds a key to an existing App (`NotFound` otherwise).
     async fn add_key(&self, key: &AppKeyRecord, key_hash: &SecretHash) -> Result<(), StoreError>;
+    /// The App holding a live (not revoked) key with this hash, and that key's id.
+    async fn live_key(&self, key_hash: &SecretHash) -> Result<Option<(App, KeyId)>, StoreError>;
     /// The App holding a live (not revoked) key with this hash.
-    async fn app_for_key(&self, key_hash: &SecretHash) -> Result<Option<App>, StoreError>;
+    async fn app_for_key(&self, key_hash: &SecretHash) -> Result<Option<App>, StoreError> {
+        Ok(self.live_key(key_hash).await?.map(|(app, _)| app))
+    }
     /// The App's keys, oldest first, revoked ones included.
     async fn list_keys(&self, app: &AppId) -> Result<Vec<AppKeyRecord>, StoreError>;
     /// Revokes one key of the App; `false` when the App has no such key. Revoking twice
@@ -267,6 +271,9 @@ pub trait NumberStore: Send + Sync + std::fmt::Debug {
 pub struct LoginLink {
     pub token_hash: SecretHash,
     pub app_id: AppId,
+    /// The app key that minted it (None: an operator's link); its session lasts only
+    /// while that key is live.
+    pub minted_by: Option<KeyId>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -288,6 +295,8 @@ pub struct DashboardSession {
     pub app_id: AppId,
     /// Every state-changing request must carry it (form field or header).
     pub csrf: String,
+    /// The app key whose login link opened it (None: an operator's link).
+    pub minted_by: Option<KeyId>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -299,6 +308,7 @@ impl std::fmt::Debug for DashboardSession {
             .field("cookie_hash", &self.cookie_hash)
             .field("app_id", &self.app_id)
             .field("csrf", &"[redacted]")
+            .field("minted_by", &self.minted_by)
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .finish()

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::extract::PartnerApp;
+use crate::extract::PartnerKey;
 use crate::html::{escape, script_json};
 use crate::numbers::number_view;
 use crate::partner::rfc3339;
@@ -242,9 +242,9 @@ impl axum::extract::FromRequest<Platform> for Change {
 
 async fn login_link(
     State(p): State<Platform>,
-    PartnerApp(app): PartnerApp,
+    PartnerKey(app, key): PartnerKey,
 ) -> Result<Response, ApiError> {
-    let link = mint_login_link(&*p.store, &*p.clock, &p.public_base_url, &app).await?;
+    let link = mint_login_link(&*p.store, &*p.clock, &p.public_base_url, &app, Some(&key)).await?;
     // The link is a credential: no cache may keep it.
     Ok((
         [(header::CACHE_CONTROL, "no-store")],

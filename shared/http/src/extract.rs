@@ -6,7 +6,8 @@ use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use pipes_core::App;
-use pipes_core::usecases::authenticate;
+use pipes_core::KeyId;
+use pipes_core::usecases::{authenticate, authenticate_key};
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
@@ -107,6 +108,16 @@ fn plain_expectation(exp: &str) -> String {
     }
 }
 
+/// The key presented as `Authorization: Bearer ak_...`, if any.
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// The App authenticated by `Authorization: Bearer ak_...`.
 #[derive(Debug, Clone)]
 pub struct PartnerApp(pub App);
@@ -120,14 +131,27 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = Platform::from_ref(state);
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
         let store: &dyn pipes_core::AppStore = &*state.store;
-        Ok(Self(authenticate(store, presented).await?))
+        Ok(Self(authenticate(store, bearer(parts)).await?))
+    }
+}
+
+/// [`PartnerApp`] and the id of the key it presented (login links record it).
+#[derive(Debug, Clone)]
+pub struct PartnerKey(pub App, pub KeyId);
+
+impl<S> FromRequestParts<S> for PartnerKey
+where
+    S: Send + Sync,
+    Platform: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = Platform::from_ref(state);
+        let store: &dyn pipes_core::AppStore = &*state.store;
+        let (app, key) = authenticate_key(store, bearer(parts)).await?;
+        Ok(Self(app, key))
     }
 }
 

@@ -66,6 +66,12 @@ pub async fn apps_are_found_by_id_slug_and_key(store: Arc<dyn Store>) {
             .as_ref(),
         Some(app)
     );
+    // The live key's id comes with its App (login links record which key minted them).
+    let key_id = store.list_keys(&app.id).await.unwrap()[0].key_id.clone();
+    assert_eq!(
+        store.live_key(&created.key.hash()).await.unwrap(),
+        Some((app.clone(), key_id))
+    );
     assert_eq!(store.app(&AppId::generate()).await.unwrap(), None);
     assert_eq!(
         store
@@ -788,10 +794,12 @@ pub async fn due_numbers_come_stalest_first(store: Arc<dyn Store>) {
 pub async fn login_links_work_once_and_expire(store: Arc<dyn Store>) {
     use pipes_core::ports::{LinkUse, LoginLink};
     let app = new_app(&*store, "acme").await.app;
+    let key = store.list_keys(&app.id).await.unwrap()[0].key_id.clone();
     let now = SystemClock.now();
     let link = |hash: &SecretHash, expires| LoginLink {
         token_hash: hash.clone(),
         app_id: app.id.clone(),
+        minted_by: Some(key.clone()),
         created_at: now,
         expires_at: expires,
     };
@@ -809,7 +817,9 @@ pub async fn login_links_work_once_and_expire(store: Arc<dyn Store>) {
         futures_util::future::join_all((0..8).map(|_| store.use_login_link(&fresh, now))).await;
     let signed: Vec<_> = uses
         .iter()
-        .filter(|u| matches!(u, Ok(LinkUse::Signed(l)) if l.app_id == app.id))
+        .filter(
+            |u| matches!(u, Ok(LinkUse::Signed(l)) if l.app_id == app.id && l.minted_by == Some(key.clone())),
+        )
         .collect();
     assert_eq!(signed.len(), 1, "{uses:?}");
     assert!(
@@ -838,19 +848,28 @@ pub async fn dashboard_sessions_are_found_by_hash_and_end(store: Arc<dyn Store>)
     use pipes_core::ports::DashboardSession;
     let app = new_app(&*store, "acme").await.app;
     let now = SystemClock.now();
+    let key = store.list_keys(&app.id).await.unwrap()[0].key_id.clone();
     let session = DashboardSession {
         cookie_hash: SecretHash::of("ds_cookie"),
         app_id: app.id.clone(),
         csrf: "csrf-token-value".into(),
+        minted_by: Some(key),
         created_at: now,
         expires_at: now + Duration::hours(12),
     };
-    store.insert_dashboard_session(&session).await.unwrap();
-    let read = store.dashboard_session(&session.cookie_hash).await.unwrap();
-    assert_eq!(
-        read.map(|s| (s.app_id, s.csrf)),
-        Some((app.id.clone(), session.csrf.clone()))
-    );
+    let operators = DashboardSession {
+        cookie_hash: SecretHash::of("ds_operator"),
+        minted_by: None,
+        ..session.clone()
+    };
+    for s in [&session, &operators] {
+        store.insert_dashboard_session(s).await.unwrap();
+        let read = store.dashboard_session(&s.cookie_hash).await.unwrap();
+        assert_eq!(
+            read.map(|r| (r.app_id, r.csrf, r.minted_by)),
+            Some((s.app_id.clone(), s.csrf.clone(), s.minted_by.clone()))
+        );
+    }
     assert_eq!(
         store
             .dashboard_session(&SecretHash::of("ds_other"))

@@ -419,6 +419,14 @@ async fn keys(backend: Backend) {
         .unwrap();
     assert_eq!(t.send(req).await.status, 200);
     assert!(!html(&get(&t, "/dashboard/keys", Some(&cookie)).await).contains(&key));
+    // A session opened with a link the new key minted lasts only while that key does.
+    let req = Request::post("/v1/dashboard/login-links")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap();
+    let url = t.send(req).await.json()["url"].as_str().unwrap().to_owned();
+    let (by_new_key, _) = signed_in_with(&t, &url).await;
+    assert_eq!(get(&t, "/dashboard", Some(&by_new_key)).await.status, 200);
     let keys = t.store.list_keys(&t.app.id).await.unwrap();
     let newest = keys.iter().find(|k| !before.contains(&k.key_id)).unwrap();
     let res = post_form(
@@ -435,6 +443,11 @@ async fn keys(backend: Backend) {
         .body(Body::empty())
         .unwrap();
     assert_eq!(t.send(req).await.status, StatusCode::UNAUTHORIZED);
+    let evicted = get(&t, "/dashboard", Some(&by_new_key)).await;
+    assert_eq!(evicted.status, StatusCode::SEE_OTHER);
+    assert_eq!(evicted.headers[header::LOCATION], "/dashboard/signin");
+    // The session opened with the first key's link goes on.
+    assert_eq!(get(&t, "/dashboard", Some(&cookie)).await.status, 200);
 }
 
 async fn signups_funnel(backend: Backend) {

@@ -87,21 +87,23 @@ impl AppStore for DynamoStore {
         .await
     }
 
-    async fn app_for_key(&self, key_hash: &SecretHash) -> Result<Option<App>, StoreError> {
+    async fn live_key(&self, key_hash: &SecretHash) -> Result<Option<(App, KeyId)>, StoreError> {
         let Some(item) = self
             .get(format!("KEY#{}", key_hash.as_str()), "KEY")
             .await?
         else {
             return Ok(None);
         };
-        if key_from(&item)?.revoked_at.is_some() {
+        let key = key_from(&item)?;
+        if key.revoked_at.is_some() {
             return Ok(None);
         }
         // One read: the App is copied onto the key item.
-        match app_copy(&item)? {
-            Some(app) => Ok(Some(app)),
-            None => self.app(&Attrs(&item).app_id()?).await,
-        }
+        let app = match app_copy(&item)? {
+            Some(app) => Some(app),
+            None => self.app(&Attrs(&item).app_id()?).await?,
+        };
+        Ok(app.map(|app| (app, key.key_id)))
     }
 
     async fn list_keys(&self, app: &AppId) -> Result<Vec<AppKeyRecord>, StoreError> {

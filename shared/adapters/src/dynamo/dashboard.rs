@@ -20,9 +20,22 @@ fn link_from(item: &Item) -> Result<LoginLink, StoreError> {
     Ok(LoginLink {
         token_hash: SecretHash::parse(a.str("tokenHash")?).ok_or_else(|| corrupt("tokenHash"))?,
         app_id: a.app_id()?,
+        minted_by: minted_by(item)?,
         created_at: a.time("createdAt")?,
         expires_at: a.time("expiresAt")?,
     })
+}
+
+/// The optional `mintedBy` key id.
+fn minted_by(item: &Item) -> Result<Option<KeyId>, StoreError> {
+    item.get("mintedBy")
+        .map(|v| {
+            v.as_s()
+                .ok()
+                .and_then(|k| KeyId::parse(k))
+                .ok_or_else(|| corrupt("mintedBy"))
+        })
+        .transpose()
 }
 
 fn dashboard_session_from(item: &Item) -> Result<DashboardSession, StoreError> {
@@ -32,6 +45,7 @@ fn dashboard_session_from(item: &Item) -> Result<DashboardSession, StoreError> {
             .ok_or_else(|| corrupt("cookieHash"))?,
         app_id: a.app_id()?,
         csrf: a.str("csrf")?.to_owned(),
+        minted_by: minted_by(item)?,
         created_at: a.time("createdAt")?,
         expires_at: a.time("expiresAt")?,
     })
@@ -40,7 +54,7 @@ fn dashboard_session_from(item: &Item) -> Result<DashboardSession, StoreError> {
 #[async_trait]
 impl DashboardStore for DynamoStore {
     async fn insert_login_link(&self, link: &LoginLink) -> Result<(), StoreError> {
-        let item = HashMap::from([
+        let mut item = HashMap::from([
             ("pk".into(), s(link_pk(&link.token_hash))),
             ("sk".into(), s("LOGIN")),
             ("tokenHash".into(), s(link.token_hash.as_str())),
@@ -49,6 +63,9 @@ impl DashboardStore for DynamoStore {
             ("expiresAt".into(), n(link.expires_at.timestamp_millis())),
             ("ttl".into(), n((link.expires_at + RETENTION).timestamp())),
         ]);
+        if let Some(key) = &link.minted_by {
+            item.insert("mintedBy".into(), s(key.as_str()));
+        }
         self.transact(vec![self.put(item)?], |_| {
             StoreError::Conflict("login link")
         })
@@ -98,7 +115,7 @@ impl DashboardStore for DynamoStore {
     }
 
     async fn insert_dashboard_session(&self, ses: &DashboardSession) -> Result<(), StoreError> {
-        let item = HashMap::from([
+        let mut item = HashMap::from([
             ("pk".into(), s(session_pk(&ses.cookie_hash))),
             ("sk".into(), s("DSES")),
             ("cookieHash".into(), s(ses.cookie_hash.as_str())),
@@ -108,6 +125,9 @@ impl DashboardStore for DynamoStore {
             ("expiresAt".into(), n(ses.expires_at.timestamp_millis())),
             ("ttl".into(), n((ses.expires_at + RETENTION).timestamp())),
         ]);
+        if let Some(key) = &ses.minted_by {
+            item.insert("mintedBy".into(), s(key.as_str()));
+        }
         self.transact(vec![self.put(item)?], |_| {
             StoreError::Conflict("dashboard session")
         })

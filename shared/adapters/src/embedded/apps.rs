@@ -87,13 +87,20 @@ impl AppStore for EmbeddedStore {
         .await
     }
 
-    async fn app_for_key(&self, key_hash: &SecretHash) -> Result<Option<App>, StoreError> {
+    async fn live_key(&self, key_hash: &SecretHash) -> Result<Option<(App, KeyId)>, StoreError> {
         let hash = key_hash.clone();
         self.with(move |c| {
-            let sql = "SELECT a.id, a.slug, a.name, a.allowed_origins, a.created_at \
+            let sql = "SELECT a.id, a.slug, a.name, a.allowed_origins, a.created_at, k.key_id \
                        FROM app_keys k JOIN apps a ON a.id = k.app_id \
                        WHERE k.key_hash = ?1 AND k.revoked_at IS NULL";
-            one(c, sql, [hash.as_str()], app_from_row)
+            one(c, sql, [hash.as_str()], |r| {
+                let key: String = r.get(5)?;
+                Ok(app_from_row(r)?.and_then(|app| {
+                    let key =
+                        KeyId::parse(&key).ok_or_else(|| StoreError::Corrupt("key_id".into()))?;
+                    Ok((app, key))
+                }))
+            })
         })
         .await
     }

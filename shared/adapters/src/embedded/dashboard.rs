@@ -3,15 +3,23 @@
 use super::*;
 use pipes_core::ports::{DashboardSession, DashboardStore, LinkUse, LoginLink};
 
+/// An optional key id column.
+fn minted_by(v: Option<String>) -> Result<Option<KeyId>, StoreError> {
+    v.map(|k| KeyId::parse(&k).ok_or_else(|| StoreError::Corrupt("minted_by".into())))
+        .transpose()
+}
+
 fn link_from_row(r: &Row<'_>) -> rusqlite::Result<Result<(LoginLink, Option<i64>), StoreError>> {
     let (hash, app, created, expires, used): (String, String, i64, i64, Option<i64>) =
         (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    let key: Option<String> = r.get(5)?;
     Ok((|| {
         Ok((
             LoginLink {
                 token_hash: SecretHash::parse(&hash)
                     .ok_or_else(|| StoreError::Corrupt("token_hash".into()))?,
                 app_id: AppId::parse(&app).ok_or_else(|| StoreError::Corrupt("app_id".into()))?,
+                minted_by: minted_by(key)?,
                 created_at: time(created)?,
                 expires_at: time(expires)?,
             },
@@ -25,12 +33,14 @@ fn dashboard_session_from_row(
 ) -> rusqlite::Result<Result<DashboardSession, StoreError>> {
     let (hash, app, csrf, created, expires): (String, String, String, i64, i64) =
         (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    let key: Option<String> = r.get(5)?;
     Ok((|| {
         Ok(DashboardSession {
             cookie_hash: SecretHash::parse(&hash)
                 .ok_or_else(|| StoreError::Corrupt("cookie_hash".into()))?,
             app_id: AppId::parse(&app).ok_or_else(|| StoreError::Corrupt("app_id".into()))?,
             csrf,
+            minted_by: minted_by(key)?,
             created_at: time(created)?,
             expires_at: time(expires)?,
         })
@@ -43,8 +53,8 @@ impl DashboardStore for EmbeddedStore {
         let link = link.clone();
         self.with(move |c| {
             c.execute(
-                "INSERT INTO login_links (token_hash, app_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![link.token_hash.as_str(), link.app_id.as_str(), millis(link.created_at), millis(link.expires_at)],
+                "INSERT INTO login_links (token_hash, app_id, created_at, expires_at, minted_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![link.token_hash.as_str(), link.app_id.as_str(), millis(link.created_at), millis(link.expires_at), link.minted_by.as_ref().map(|k| k.as_str())],
             )
             .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("login link") } else { db_err(e) })?;
             Ok(())
@@ -62,7 +72,7 @@ impl DashboardStore for EmbeddedStore {
             let tx = c.transaction().map_err(db_err)?;
             let Some((link, used)) = one(
                 &tx,
-                "SELECT token_hash, app_id, created_at, expires_at, used_at FROM login_links WHERE token_hash = ?1",
+                "SELECT token_hash, app_id, created_at, expires_at, used_at, minted_by FROM login_links WHERE token_hash = ?1",
                 params![hash.as_str()],
                 link_from_row,
             )?
@@ -91,8 +101,8 @@ impl DashboardStore for EmbeddedStore {
         let s = s.clone();
         self.with(move |c| {
             c.execute(
-                "INSERT INTO dashboard_sessions (cookie_hash, app_id, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![s.cookie_hash.as_str(), s.app_id.as_str(), s.csrf, millis(s.created_at), millis(s.expires_at)],
+                "INSERT INTO dashboard_sessions (cookie_hash, app_id, csrf, created_at, expires_at, minted_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.cookie_hash.as_str(), s.app_id.as_str(), s.csrf, millis(s.created_at), millis(s.expires_at), s.minted_by.as_ref().map(|k| k.as_str())],
             )
             .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("dashboard session") } else { db_err(e) })?;
             Ok(())
@@ -108,7 +118,7 @@ impl DashboardStore for EmbeddedStore {
         self.with(move |c| {
             one(
                 c,
-                "SELECT cookie_hash, app_id, csrf, created_at, expires_at FROM dashboard_sessions WHERE cookie_hash = ?1",
+                "SELECT cookie_hash, app_id, csrf, created_at, expires_at, minted_by FROM dashboard_sessions WHERE cookie_hash = ?1",
                 params![hash.as_str()],
                 dashboard_session_from_row,
             )

@@ -123,6 +123,10 @@ CREATE TABLE dashboard_sessions (
     expires_at  INTEGER NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE login_links ADD COLUMN minted_by TEXT;
+ALTER TABLE dashboard_sessions ADD COLUMN minted_by TEXT;
+"#,
 ];
 
 pub const DB_FILE: &str = "pipes.db";

@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::app::App;
 use crate::clock::Clock;
-use crate::ids::{DashboardCookie, LoginToken};
+use crate::ids::{DashboardCookie, KeyId, LoginToken};
 use crate::ports::{AppStore, DashboardSession, DashboardStore, LinkUse, LoginLink, StoreError};
 use crate::random;
 use crate::session::{ExpiresIn, Metadata, RedirectUrl};
@@ -34,12 +34,14 @@ pub async fn mint_login_link(
     clock: &dyn Clock,
     base: &PublicBaseUrl,
     app: &App,
+    minted_by: Option<&KeyId>,
 ) -> Result<MintedLink, StoreError> {
     let token = LoginToken::generate();
     let now = clock.now();
     let link = LoginLink {
         token_hash: token.hash(),
         app_id: app.id.clone(),
+        minted_by: minted_by.cloned(),
         created_at: now,
         expires_at: now + LOGIN_LINK_TTL,
     };
@@ -94,6 +96,7 @@ pub async fn sign_in(
         cookie_hash: cookie.hash(),
         app_id: link.app_id,
         csrf: random::base62(32),
+        minted_by: link.minted_by,
         created_at: now,
         expires_at: now + SESSION_TTL,
     };
@@ -117,6 +120,17 @@ pub async fn current_session(
     };
     if session.expires_at <= clock.now() {
         return Ok(None);
+    }
+    // A session opened with an app key's link ends when that key is revoked: revoking a
+    // leaked key must evict whoever used it, not leave them a dashboard to mint more.
+    if let Some(key) = &session.minted_by {
+        let keys = apps.list_keys(&session.app_id).await?;
+        let live = keys
+            .iter()
+            .any(|k| &k.key_id == key && k.revoked_at.is_none());
+        if !live {
+            return Ok(None);
+        }
     }
     Ok(apps.app(&session.app_id).await?.map(|app| (app, session)))
 }

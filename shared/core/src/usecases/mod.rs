@@ -14,7 +14,7 @@ pub mod signup;
 pub mod sweep;
 
 pub use admin::{AdminError, CreatedApp, CreatedKey};
-pub use authenticate::{AuthError, authenticate};
+pub use authenticate::{AuthError, authenticate, authenticate_key};
 pub use get_session::{GetSessionError, get_session};
 pub use issue_token::{
     IssueTokenError, IssueTokenRequest, IssuedToken, PublicBaseUrl, issue_token,

@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use pipes_core::App;
 use pipes_core::KeyId;
-use pipes_core::usecases::{authenticate, authenticate_key};
+use pipes_core::usecases::authenticate_key;
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
@@ -130,9 +130,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let state = Platform::from_ref(state);
-        let store: &dyn pipes_core::AppStore = &*state.store;
-        Ok(Self(authenticate(store, bearer(parts)).await?))
+        let PartnerKey(app, _) = PartnerKey::from_request_parts(parts, state).await?;
+        Ok(Self(app))
     }
 }
 

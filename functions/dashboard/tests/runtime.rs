@@ -147,6 +147,7 @@ async fn the_bootstrap_signs_an_owner_in_and_serves_the_pages() {
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("id=\"funnel\""));
 
+    let before = t.store.list_keys(&t.app.id).await.unwrap();
     let (status, _, _, html) = response(
         lambda
             .invoke(event(
@@ -157,5 +158,28 @@ async fn the_bootstrap_signs_an_owner_in_and_serves_the_pages() {
     );
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("id=\"key-value\">ak_"));
+
+    // Revoke it: the listing and the lookup item, in one transaction.
+    let keys = t.store.list_keys(&t.app.id).await.unwrap();
+    let newest = keys.iter().find(|k| !before.contains(k)).unwrap();
+    let newest = newest.key_id.to_string();
+    let revoke_path = format!("/dashboard/keys/{newest}/revoke");
+    let revoke = event(
+        "post-create-key.json",
+        &[
+            (SAMPLE_COOKIE, &cookie),
+            ("SAMPLE_CSRF", &csrf),
+            ("/dashboard/keys", &revoke_path),
+        ],
+    );
+    let (status, _, _, body) = response(lambda.invoke(revoke).await);
+    assert_eq!(status, 303, "{body}");
+    for k in t.store.list_keys(&t.app.id).await.unwrap() {
+        assert_eq!(
+            k.revoked_at.is_some(),
+            k.key_id.to_string() == newest,
+            "{k:?}"
+        );
+    }
     lambda.assert_least_privilege();
 }

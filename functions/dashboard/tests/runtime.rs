@@ -181,5 +181,48 @@ async fn the_bootstrap_signs_an_owner_in_and_serves_the_pages() {
             "{k:?}"
         );
     }
+
+    // The number's page and the list's live refresh.
+    let number_path = format!("/dashboard/numbers/{}", signup.phone_number_id);
+    for path in [number_path.as_str(), "/dashboard/numbers.json"] {
+        let page = event(
+            "get-dashboard.json",
+            &[
+                (SAMPLE_COOKIE, &cookie),
+                ("\"/dashboard\"", &format!("\"{path}\"")),
+            ],
+        );
+        let (status, _, _, body) = response(lambda.invoke(page).await);
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.contains(&signup.phone_number_id), "{path}: {body}");
+    }
+    // Add Number, Reconnect, Remove and logout: every other write the pages make.
+    let post = |path: &str| {
+        event(
+            "post-create-key.json",
+            &[
+                (SAMPLE_COOKIE, &cookie),
+                ("SAMPLE_CSRF", &csrf),
+                ("/dashboard/keys", path),
+            ],
+        )
+    };
+    for path in [
+        "/dashboard/numbers/new".to_owned(),
+        format!("{number_path}/reconnect"),
+        format!("{number_path}/remove"),
+        "/dashboard/logout".to_owned(),
+    ] {
+        let (status, headers, _, body) = response(lambda.invoke(post(&path)).await);
+        assert_eq!(status, 303, "{path}: {body}");
+        assert!(headers["location"].is_string(), "{path}");
+    }
+    let phone = pipes_core::PhoneNumberId::parse(&signup.phone_number_id).unwrap();
+    let left = t.store.number(&t.app.id, &phone).await.unwrap();
+    assert!(
+        left.as_ref()
+            .is_none_or(|n| n.health.status == pipes_core::HealthStatus::Removed),
+        "{left:?}"
+    );
     lambda.assert_least_privilege();
 }

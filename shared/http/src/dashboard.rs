@@ -187,6 +187,14 @@ struct CsrfForm {
     csrf: Option<String>,
 }
 
+/// Whether the request's `Origin` is our own.
+fn same_origin(p: &Platform, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o == p.public_base_url.origin())
+}
+
 /// A state change is allowed only with the session's CSRF token and from our origin.
 #[allow(clippy::result_large_err)] // the error is the finished response, built once
 fn guard(
@@ -195,10 +203,7 @@ fn guard(
     headers: &HeaderMap,
     form_csrf: Option<&str>,
 ) -> Result<(), Response> {
-    let origin_ok = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|o| o == p.public_base_url.origin());
+    let origin_ok = same_origin(p, headers);
     let presented = form_csrf.or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()));
     if origin_ok && csrf_matches(&owner.session, presented) {
         Ok(())
@@ -301,11 +306,7 @@ async fn login(
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    let same_origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|o| o == p.public_base_url.origin());
-    if !same_origin {
+    if !same_origin(&p, &headers) {
         return message_page(
             StatusCode::FORBIDDEN,
             "Request refused",

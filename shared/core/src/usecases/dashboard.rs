@@ -123,16 +123,19 @@ pub async fn current_session(
     }
     // A session opened with an app key's link ends when that key is revoked: revoking a
     // leaked key must evict whoever used it, not leave them a dashboard to mint more.
-    if let Some(key) = &session.minted_by {
-        let keys = apps.list_keys(&session.app_id).await?;
-        let live = keys
-            .iter()
-            .any(|k| &k.key_id == key && k.revoked_at.is_none());
-        if !live {
-            return Ok(None);
+    // Both reads at once: this runs on every dashboard request.
+    let key_live = async {
+        match &session.minted_by {
+            Some(key) => Ok(apps
+                .list_keys(&session.app_id)
+                .await?
+                .iter()
+                .any(|k| &k.key_id == key && k.revoked_at.is_none())),
+            None => Ok(true),
         }
-    }
-    Ok(apps.app(&session.app_id).await?.map(|app| (app, session)))
+    };
+    let (key_live, app) = futures_util::try_join!(key_live, apps.app(&session.app_id))?;
+    Ok(app.filter(|_| key_live).map(|app| (app, session)))
 }
 
 /// Ends a session (logout); unknown cookies are nothing to end.

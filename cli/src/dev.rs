@@ -50,8 +50,16 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
             (crate::sweep::meta_config(&graph_url)?, Some(sandbox))
         }
     };
-    let (platform, store) =
+    let (mut platform, store) =
         root::local(data_dir, &meta, clock, public_base_url, sandbox.is_some())?;
+    if let Some(sandbox) = &sandbox {
+        // Meta's webhooks come from the sandbox, signed with its app secret; the
+        // verification handshake uses a token generated for this run (unless set).
+        sandbox.set_webhook_target(format!("http://{addr}/webhooks/meta"));
+        if platform.webhook_verify_token.is_none() {
+            platform.webhook_verify_token = Some(pipes_core::random::base62(24).into());
+        }
+    }
 
     println!("Pipes.bot dev server listening on http://{addr}");
     println!("data dir: {}", data_dir.display());
@@ -60,6 +68,16 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
             "sandbox mode: a simulated Meta answers at http://{addr}{GRAPH_PATH} \
              (set META_APP_ID, META_APP_SECRET and META_CONFIG_ID to use the real Graph API)"
         );
+        println!(
+            "Meta webhooks: POST http://{addr}/sandbox/webhooks sends signed ones to \
+             http://{addr}/webhooks/meta"
+        );
+        if let Some(t) = &platform.webhook_verify_token {
+            println!(
+                "webhook verify token for this run: {}",
+                secrecy::ExposeSecret::expose_secret(t)
+            );
+        }
     } else {
         println!("live mode: Graph API at {}", meta.graph_base_url);
     }

@@ -55,6 +55,7 @@ pub async fn run(args: SweepArgs, at: &StoreArgs) -> anyhow::Result<()> {
                 &aws,
                 table,
                 &config::required("SETUP_QUEUE_URL")?,
+                &config::required("EVENTS_QUEUE_URL")?,
                 &config::required("KMS_KEY_ID")?,
             );
             root::assemble(storage, &meta, clock, base, sandbox)?

@@ -557,6 +557,10 @@ impl Bindings {
             b.insert("SetupQueue.Arn".into(), queue_arn(&q));
             b.insert("SetupQueue".into(), q);
         }
+        if let Some(q) = get("EVENTS_QUEUE_URL") {
+            b.insert("EventsQueue.Arn".into(), queue_arn(&q));
+            b.insert("EventsQueue".into(), q);
+        }
         if let Some(p) = get("META_APP_SECRET_PARAMETER") {
             b.insert("MetaAppSecretParameterName".into(), p);
         }
@@ -1035,6 +1039,7 @@ mod tests {
             ("TABLE_NAME", "t1"),
             ("KMS_KEY_ID", "k-1"),
             ("SETUP_QUEUE_URL", "http://127.0.0.1:1/123456789012/q1"),
+            ("EVENTS_QUEUE_URL", "http://127.0.0.1:1/123456789012/q2"),
             ("META_APP_SECRET_PARAMETER", "/pipes/secret"),
         ]
         .into_iter()

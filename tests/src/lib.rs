@@ -92,11 +92,14 @@ fn uuid_like() -> String {
 pub struct Backend {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn JobQueue>,
+    pub events_queue: Arc<dyn JobQueue>,
     pub wrapper: Arc<dyn KeyWrapper>,
     /// The embedded store, when this backend is embedded (for its job table and file).
     pub embedded: Option<EmbeddedStore>,
     /// The SQS queue, when this backend is AWS.
     pub sqs: Option<SqsQueue>,
+    /// The events queue, when this backend is AWS.
+    pub events_sqs: Option<SqsQueue>,
     /// The DynamoDB table, when this backend is AWS.
     pub table: Option<String>,
     /// The KMS key id, when this backend is AWS.
@@ -110,6 +113,7 @@ impl Backend {
         root::Storage {
             store: Arc::clone(&self.store),
             queue: Arc::clone(&self.queue),
+            events_queue: Arc::clone(&self.events_queue),
             keys: Arc::clone(&self.wrapper),
         }
     }
@@ -120,9 +124,11 @@ impl Backend {
         Self {
             store: Arc::new(store.clone()),
             queue: Arc::new(store.clone()),
+            events_queue: Arc::new(pipes_adapters::embedded::EventLane(store.clone())),
             wrapper: Arc::new(master),
             embedded: Some(store),
             sqs: None,
+            events_sqs: None,
             table: None,
             kms_key_id: None,
             _dir: Some(Arc::new(dir)),
@@ -149,6 +155,7 @@ impl Backend {
         dynamo::create_table(&client, &table).await.unwrap();
         let store = DynamoStore::new(client, table);
         let queue = sqs_queue(&conf).await;
+        let events = sqs_queue(&conf).await;
         let table = Some(store.table().to_owned());
         let key = kms_key(&conf).await;
         Self {
@@ -156,14 +163,26 @@ impl Backend {
             kms_key_id: Some(key.clone()),
             store: Arc::new(store),
             queue: Arc::new(queue.clone()),
+            events_queue: Arc::new(events.clone()),
             wrapper: Arc::new(KmsWrapper::new(aws_sdk_kms::Client::new(&conf), key)),
             embedded: None,
             sqs: Some(queue),
+            events_sqs: Some(events),
             _dir: None,
         }
     }
 
     /// The jobs waiting in the queue, without consuming them.
+    /// The queued jobs other than partner-event deliveries (which every signup, health
+    /// change and removal also queues; the events tests look at those).
+    pub async fn queued_work(&self) -> Vec<Job> {
+        self.queued_jobs()
+            .await
+            .into_iter()
+            .filter(|j| !matches!(j, Job::Deliver { .. }))
+            .collect()
+    }
+
     pub async fn queued_jobs(&self) -> Vec<Job> {
         if let Some(e) = &self.embedded {
             let now = Utc::now();
@@ -287,6 +306,8 @@ pub struct TestApp {
 }
 
 pub const BASE_URL: &str = "https://connect.pipes.test";
+/// `META_WEBHOOK_VERIFY_TOKEN` in tests.
+pub const VERIFY_TOKEN: &str = "verify-token-for-tests";
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
@@ -308,8 +329,6 @@ impl TestApp {
         let sandbox = Sandbox::in_memory(Arc::new(clock.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sandbox_addr = listener.local_addr().unwrap();
-        let sandbox_router = pipes_sandbox::router(sandbox.clone());
-        tokio::spawn(async move { axum::serve(listener, sandbox_router).await });
         let graph_base = format!("http://{sandbox_addr}{}", pipes_sandbox::GRAPH_PATH);
         // The same assembly every host uses, with the sandbox as Meta and a clock the
         // test moves; the Graph client gives up sooner than in production.
@@ -324,7 +343,7 @@ impl TestApp {
                 backoff: std::time::Duration::from_millis(10),
             },
         };
-        let platform = root::assemble(
+        let mut platform = root::assemble(
             backend.storage(),
             &meta,
             Arc::new(clock.clone()),
@@ -332,11 +351,19 @@ impl TestApp {
             true,
         )
         .unwrap();
+        // As under `pipes dev`: partner endpoints on loopback, a verify token, and the
+        // sandbox delivering Meta's webhooks to this server.
+        platform.sender = Arc::new(pipes_adapters::event_sender::HttpEventSender::new(true));
+        platform.allow_local_endpoints = true;
+        platform.webhook_verify_token = Some(VERIFY_TOKEN.to_owned().into());
+        let router =
+            pipes_http::local_router(platform.clone(), pipes_sandbox::router(sandbox.clone()));
+        // The whole server (the sandbox's Graph API included) on a loopback port.
+        let served = router.clone();
+        tokio::spawn(async move { axum::serve(listener, served).await });
+        sandbox.set_webhook_target(format!("http://{sandbox_addr}/webhooks/meta"));
         Self {
-            router: pipes_http::local_router(
-                platform.clone(),
-                pipes_sandbox::router(sandbox.clone()),
-            ),
+            router,
             graph: Arc::clone(&platform.graph),
             envelope: platform.envelope.clone(),
             policy: platform.policy,
@@ -372,11 +399,34 @@ impl TestApp {
         delivered
     }
 
+    /// Runs the partner-event deliveries visible now (the events queue), until none is.
+    pub async fn run_events(&self) -> usize {
+        let mut delivered = 0;
+        for _ in 0..20 {
+            let n = self.run_lane_once(true).await;
+            delivered += n;
+            if n == 0 {
+                break;
+            }
+        }
+        delivered
+    }
+
     /// One round of deliveries; returns how many messages were delivered.
     pub async fn run_jobs_once(&self) -> usize {
+        self.run_lane_once(false).await
+    }
+
+    async fn run_lane_once(&self, events: bool) -> usize {
         if let Some(e) = &self.backend.embedded {
-            return pipes_adapters::local_worker::run_once(
+            let lane = if events {
+                pipes_adapters::embedded::Lane::Events
+            } else {
+                pipes_adapters::embedded::Lane::Work
+            };
+            return pipes_adapters::local_worker::run_lane_once(
                 e,
+                lane,
                 self.worker_deps(),
                 self.clock.now(),
                 100,
@@ -384,7 +434,11 @@ impl TestApp {
             .await
             .unwrap();
         }
-        let sqs = self.backend.sqs.as_ref().expect("a queue");
+        let sqs = if events {
+            self.backend.events_sqs.as_ref().expect("a queue")
+        } else {
+            self.backend.sqs.as_ref().expect("a queue")
+        };
         let client = aws_sdk_sqs::Client::new(&emulator().await);
         let msgs = receive_batch(&client, sqs.queue_url()).await;
         let event = sqs_event(&msgs);
@@ -443,6 +497,16 @@ impl TestApp {
                 "SETUP_QUEUE_URL",
                 self.backend.sqs.as_ref().unwrap().queue_url().to_owned(),
             ),
+            (
+                "EVENTS_QUEUE_URL",
+                self.backend
+                    .events_sqs
+                    .as_ref()
+                    .unwrap()
+                    .queue_url()
+                    .to_owned(),
+            ),
+            ("META_WEBHOOK_VERIFY_TOKEN", VERIFY_TOKEN.into()),
             ("SETUP_MAX_RECEIVE_COUNT", "5".into()),
             ("PUBLIC_BASE_URL", BASE_URL.into()),
             ("META_APP_ID", pipes_sandbox::SANDBOX_APP_ID.into()),
@@ -674,6 +738,73 @@ impl TestApp {
             })
             .unwrap()
     }
+
+    /// Posts a Meta webhook delivery, signed as Meta signs it (the sandbox app secret).
+    pub async fn meta_webhook(&self, payload: &Value) -> TestResponse {
+        self.meta_webhook_raw(payload.to_string().as_bytes(), None)
+            .await
+    }
+
+    /// Posts raw bytes to `/webhooks/meta` with `signature` (signed correctly if None).
+    pub async fn meta_webhook_raw(&self, body: &[u8], signature: Option<&str>) -> TestResponse {
+        let sig = signature.map_or_else(
+            || pipes_core::webhooks::sign(pipes_sandbox::SANDBOX_APP_SECRET.as_bytes(), body),
+            str::to_owned,
+        );
+        let req = Request::post("/webhooks/meta")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(Body::from(body.to_vec()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// The page's report that Meta's flow finished with `waba` for `token`.
+    pub async fn report_finish(&self, token: &str, waba: &str) -> TestResponse {
+        self.post_json(
+            "/v1/signup/progress",
+            serde_json::json!({"token": token, "wabaId": waba}),
+        )
+        .await
+    }
+
+    /// Registers the App's webhook endpoint; returns (url, secret).
+    pub async fn register_endpoint(&self, url: &str) -> (String, String) {
+        let req = self
+            .authed(Method::PUT, "/v1/webhook-endpoint")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(serde_json::json!({ "url": url }).to_string()))
+            .unwrap();
+        let res = self.send(req).await;
+        assert_eq!(
+            res.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&res.body)
+        );
+        let v = res.json();
+        (
+            v["url"].as_str().unwrap().to_owned(),
+            v["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// An SQS event carrying `bodies` as Lambda would deliver them (first receive).
+pub fn sqs_event_of(bodies: &[String]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for (i, body) in bodies.iter().enumerate() {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(format!("00000000-0000-4000-8000-{i:012}"));
+        record.receipt_handle = Some(format!("handle-{i}"));
+        record.body = Some(body.clone());
+        record.attributes = [("ApproximateReceiveCount".to_owned(), "1".to_owned())]
+            .into_iter()
+            .collect();
+        record.event_source = Some("aws:sqs".into());
+        event.records.push(record);
+    }
+    event
 }
 
 #[derive(Debug)]

@@ -104,5 +104,65 @@ async fn the_bootstrap_serves_the_numbers_routes() {
     assert_eq!(status, 204);
     let (_, gone) = response(lambda.invoke(event("get-number.json", key, phone)).await);
     assert_eq!(gone["health"]["status"], "removed");
+
+    // The webhook endpoint and the event log.
+    let (status, created) = response(
+        lambda
+            .invoke(event("put-webhook-endpoint.json", key, phone))
+            .await,
+    );
+    assert_eq!(status, 200, "{created}");
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    let (status, shown) = response(
+        lambda
+            .invoke(event("get-webhook-endpoint.json", key, phone))
+            .await,
+    );
+    assert_eq!((status, shown.get("secret")), (200, None), "{shown}");
+    let (status, rotated) = response(
+        lambda
+            .invoke(event("rotate-webhook-secret.json", key, phone))
+            .await,
+    );
+    assert_eq!(status, 200, "{rotated}");
+    assert_ne!(rotated["secret"], created["secret"]);
+    let (status, ping) = response(
+        lambda
+            .invoke(event("test-webhook-endpoint.json", key, phone))
+            .await,
+    );
+    assert_eq!(
+        (status, ping["type"].as_str()),
+        (202, Some("ping")),
+        "{ping}"
+    );
+    let (status, listed) = response(lambda.invoke(event("list-events.json", key, phone)).await);
+    assert_eq!(status, 200, "{listed}");
+    let changed = listed["events"].as_array().unwrap();
+    assert!(
+        changed.iter().all(|e| e["type"] == "number.health_changed") && !changed.is_empty(),
+        "{listed}"
+    );
+    let id = changed[0]["id"].as_str().unwrap();
+    let one = |file: &str| {
+        let mut e = event(file, key, phone);
+        let text = e.to_string().replace("evt_SAMPLEsampleSAMPLEsample00", id);
+        e = serde_json::from_str(&text).unwrap();
+        e
+    };
+    let (status, got) = response(lambda.invoke(one("get-event.json")).await);
+    assert_eq!((status, got["id"].as_str()), (200, Some(id)), "{got}");
+    let (status, again) = response(lambda.invoke(one("redeliver-event.json")).await);
+    assert_eq!(
+        (status, again["delivery"]["status"].as_str()),
+        (202, Some("pending")),
+        "{again}"
+    );
+    let (status, _) = response(
+        lambda
+            .invoke(event("delete-webhook-endpoint.json", key, phone))
+            .await,
+    );
+    assert_eq!(status, 204);
     lambda.assert_least_privilege();
 }

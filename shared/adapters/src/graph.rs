@@ -744,6 +744,10 @@ impl MetaGraph for GraphClient {
         Ok(MessagingHealth { can_send, entities })
     }
 
+    async fn app_secret(&self) -> Result<SecretString, GraphError> {
+        self.cfg.app_secret.get().await
+    }
+
     fn app_id(&self) -> &str {
         &self.cfg.app_id
     }

@@ -6,6 +6,7 @@ mod codec;
 pub mod config;
 pub mod dynamo;
 pub mod embedded;
+pub mod event_sender;
 pub mod graph;
 pub mod kms;
 pub mod local_key;

@@ -12,6 +12,7 @@ use pipes_core::usecases::setup::WorkerDeps;
 use tracing::{Instrument, info_span, warn};
 
 use crate::EmbeddedStore;
+use crate::embedded::Lane;
 
 /// Deliveries before a job is dead (the template's SetupMaxReceiveCount default).
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -22,14 +23,28 @@ fn backoff(attempt: u32) -> Duration {
     Duration::seconds(1i64 << attempt.min(6))
 }
 
-/// Runs every job visible at `now` (up to `batch`); returns how many were taken.
+/// Runs every job of the work lane visible at `now` (up to `batch`); returns how many
+/// were taken.
 pub async fn run_once(
     store: &EmbeddedStore,
     deps: WorkerDeps<'_>,
     now: DateTime<Utc>,
     batch: usize,
 ) -> Result<usize, StoreError> {
-    let jobs = store.take_jobs(now, batch, now + VISIBILITY).await?;
+    run_lane_once(store, Lane::Work, deps, now, batch).await
+}
+
+/// Runs every job of `lane` visible at `now` (up to `batch`).
+pub async fn run_lane_once(
+    store: &EmbeddedStore,
+    lane: Lane,
+    deps: WorkerDeps<'_>,
+    now: DateTime<Utc>,
+    batch: usize,
+) -> Result<usize, StoreError> {
+    let jobs = store
+        .take_lane_jobs(lane, now, batch, now + VISIBILITY)
+        .await?;
     for job in &jobs {
         let final_attempt = job.attempts >= MAX_ATTEMPTS;
         let span = info_span!("job", job_id = job.id, attempt = job.attempts);
@@ -57,7 +72,9 @@ pub async fn run_once(
 pub async fn run(store: EmbeddedStore, deps: WorkerDeps<'_>, poll: StdDuration) {
     loop {
         let now = deps.clock.now();
-        match run_once(&store, deps, now, 10).await {
+        let work = run_once(&store, deps, now, 10).await;
+        let events = run_lane_once(&store, Lane::Events, deps, now, 10).await;
+        match work.and_then(|w| events.map(|e| w + e)) {
             Ok(0) => tokio::time::sleep(poll).await,
             Ok(_) => {}
             Err(e) => {

@@ -21,18 +21,24 @@ use crate::{DynamoStore, EmbeddedStore, local_key};
 pub struct Storage {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn JobQueue>,
+    pub events_queue: Arc<dyn JobQueue>,
     pub keys: Arc<dyn KeyWrapper>,
 }
 
 impl Storage {
-    /// DynamoDB, SQS and KMS (no I/O until used).
-    pub fn aws(conf: &aws_config::SdkConfig, table: &str, queue_url: &str, key_id: &str) -> Self {
+    /// DynamoDB, SQS (the setup queue and the events queue) and KMS (no I/O until used).
+    pub fn aws(
+        conf: &aws_config::SdkConfig,
+        table: &str,
+        queue_url: &str,
+        events_queue_url: &str,
+        key_id: &str,
+    ) -> Self {
+        let sqs = aws_sdk_sqs::Client::new(conf);
         Self {
             store: Arc::new(DynamoStore::from_conf(conf, table)),
-            queue: Arc::new(crate::sqs::SqsQueue::new(
-                aws_sdk_sqs::Client::new(conf),
-                queue_url,
-            )),
+            queue: Arc::new(crate::sqs::SqsQueue::new(sqs.clone(), queue_url)),
+            events_queue: Arc::new(crate::sqs::SqsQueue::new(sqs, events_queue_url)),
             keys: Arc::new(crate::kms::KmsWrapper::new(
                 aws_sdk_kms::Client::new(conf),
                 key_id,
@@ -49,6 +55,7 @@ impl Storage {
             Self {
                 store: Arc::new(store.clone()),
                 queue: Arc::new(store.clone()),
+                events_queue: Arc::new(crate::embedded::EventLane(store.clone())),
                 keys: Arc::new(master),
             },
             store,
@@ -68,6 +75,7 @@ pub fn assemble(
     Ok(Platform {
         store: storage.store,
         queue: storage.queue,
+        events_queue: storage.events_queue,
         graph,
         envelope: Envelope::new(storage.keys),
         clock,
@@ -79,11 +87,14 @@ pub fn assemble(
             graph_version: meta.graph_version.clone(),
             sandbox,
         },
+        sender: Arc::new(crate::event_sender::HttpEventSender::new(false)),
+        webhook_verify_token: config::optional("META_WEBHOOK_VERIFY_TOKEN").map(Into::into),
+        allow_local_endpoints: false,
     })
 }
 
 /// A Lambda's platform, from its environment (`TABLE_NAME`, `PUBLIC_BASE_URL`,
-/// `KMS_KEY_ID`, `SETUP_QUEUE_URL`, `META_APP_ID`, `META_CONFIG_ID`,
+/// `KMS_KEY_ID`, `SETUP_QUEUE_URL`, `EVENTS_QUEUE_URL`, `META_WEBHOOK_VERIFY_TOKEN`, `META_APP_ID`, `META_CONFIG_ID`,
 /// `META_APP_SECRET_PARAMETER`, ...). At cold start this reads the environment and builds
 /// clients; it calls nothing (the Meta app secret is read on the first Graph call, and
 /// the Graph client's HTTP client, with its TLS roots, is built then too).
@@ -93,6 +104,7 @@ pub async fn aws() -> anyhow::Result<Platform> {
         &conf,
         &config::required("TABLE_NAME")?,
         &config::required("SETUP_QUEUE_URL")?,
+        &config::required("EVENTS_QUEUE_URL")?,
         &config::required("KMS_KEY_ID")?,
     );
     let meta = MetaConfig::from_env_with_ssm(&conf)?;
@@ -115,10 +127,11 @@ pub fn local(
     sandbox: bool,
 ) -> anyhow::Result<(Platform, EmbeddedStore)> {
     let (storage, store) = Storage::local(data_dir)?;
-    Ok((
-        assemble(storage, meta, clock, public_base_url, sandbox)?,
-        store,
-    ))
+    let mut platform = assemble(storage, meta, clock, public_base_url, sandbox)?;
+    // On the developer's machine, partner endpoints may be plain http on localhost.
+    platform.sender = Arc::new(crate::event_sender::HttpEventSender::new(true));
+    platform.allow_local_endpoints = true;
+    Ok((platform, store))
 }
 
 /// The store alone, for the admin commands: DynamoDB when `table` is given (standard

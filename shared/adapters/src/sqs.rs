@@ -26,14 +26,22 @@ impl SqsQueue {
 #[async_trait]
 impl JobQueue for SqsQueue {
     async fn enqueue(&self, job: &Job) -> Result<(), QueueError> {
+        self.enqueue_after(job, chrono::Duration::zero()).await
+    }
+
+    async fn enqueue_after(&self, job: &Job, delay: chrono::Duration) -> Result<(), QueueError> {
         let body = serde_json::to_string(job).map_err(|e| QueueError(Box::new(e)))?;
-        self.client
+        // SQS delays at most 900 s; longer waits are the job's own `notBefore`.
+        let delay = i32::try_from(delay.num_seconds().clamp(0, 900)).unwrap_or(900);
+        let mut send = self
+            .client
             .send_message()
             .queue_url(&self.queue_url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| QueueError(Box::new(e)))?;
+            .message_body(body);
+        if delay > 0 {
+            send = send.delay_seconds(delay);
+        }
+        send.send().await.map_err(|e| QueueError(Box::new(e)))?;
         Ok(())
     }
 }

@@ -123,6 +123,11 @@ impl SecretBinding<'_> {
     }
 }
 
+/// The associated data of an App-wide secret (distinct from every number's).
+fn app_secret_aad(app_id: &AppId) -> Vec<u8> {
+    format!("pipes.bot/v1|endpoint-secret|{app_id}").into_bytes()
+}
+
 /// A sealed secret in the one versioned format both wrappers share:
 /// `v1.<key id>.<wrapped data key>.<nonce>.<ciphertext+tag>`, each part base64url.
 #[derive(Clone, PartialEq, Eq)]
@@ -286,11 +291,45 @@ impl Envelope {
         binding: SecretBinding<'_>,
         plaintext: &[u8],
     ) -> Result<Sealed, CryptoError> {
+        self.seal_aad(binding.app_id, &binding.aad(), plaintext)
+            .await
+    }
+
+    /// Encrypts an App-wide secret (its webhook endpoint's signing secret).
+    pub async fn seal_app_secret(
+        &self,
+        app_id: &AppId,
+        plaintext: &[u8],
+    ) -> Result<Sealed, CryptoError> {
+        self.seal_aad(app_id, &app_secret_aad(app_id), plaintext)
+            .await
+    }
+
+    /// Opens an App-wide secret sealed by [`Envelope::seal_app_secret`].
+    pub async fn open_app_secret(
+        &self,
+        app_id: &AppId,
+        sealed: &Sealed,
+    ) -> Result<SecretString, CryptoError> {
+        let bytes = self
+            .open_aad(app_id, &app_secret_aad(app_id), sealed)
+            .await?;
+        let s = std::str::from_utf8(bytes.expose_secret()).map_err(|_| CryptoError::Malformed)?;
+        Ok(SecretString::from(s.to_owned()))
+    }
+
+    async fn seal_aad(
+        &self,
+        app_id: &AppId,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Sealed, CryptoError> {
+        let binding_app = app_id;
         let current = {
             let mut cache = self.lock();
             let fresh = cache
                 .seal
-                .get_mut(binding.app_id)
+                .get_mut(binding_app)
                 .filter(|k| k.at.elapsed() < self.limits.ttl && k.uses < self.limits.max_uses);
             fresh.map(|k| {
                 k.uses += 1;
@@ -302,7 +341,7 @@ impl Envelope {
             None => {
                 let dk = self
                     .wrapper
-                    .generate_data_key(&KeyContext::for_app(binding.app_id))
+                    .generate_data_key(&KeyContext::for_app(binding_app))
                     .await?;
                 let entry = EncryptKey {
                     key: copy_key(&dk.plaintext),
@@ -311,18 +350,17 @@ impl Envelope {
                     at: Instant::now(),
                     uses: 1,
                 };
-                self.lock().seal.insert(binding.app_id.clone(), entry);
+                self.lock().seal.insert(binding_app.clone(), entry);
                 (dk.plaintext, dk.wrapped, dk.key_id)
             }
         };
         let nonce = random_nonce();
-        let aad = binding.aad();
         let ciphertext = cipher(&key)
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: plaintext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| CryptoError::Malformed)?;
@@ -338,6 +376,15 @@ impl Envelope {
     pub async fn open(
         &self,
         binding: SecretBinding<'_>,
+        sealed: &Sealed,
+    ) -> Result<SecretBox<Vec<u8>>, CryptoError> {
+        self.open_aad(binding.app_id, &binding.aad(), sealed).await
+    }
+
+    async fn open_aad(
+        &self,
+        app_id: &AppId,
+        aad: &[u8],
         sealed: &Sealed,
     ) -> Result<SecretBox<Vec<u8>>, CryptoError> {
         let fingerprint: [u8; 32] = Sha256::digest(&sealed.wrapped_key).into();
@@ -366,20 +413,19 @@ impl Envelope {
                     .unwrap_data_key(
                         &sealed.key_id,
                         &sealed.wrapped_key,
-                        &KeyContext::for_app(binding.app_id),
+                        &KeyContext::for_app(app_id),
                     )
                     .await?;
                 self.remember(fingerprint, copy_key(&key));
                 key
             }
         };
-        let aad = binding.aad();
         let plaintext = cipher(&key)
             .decrypt(
                 Nonce::from_slice(&sealed.nonce),
                 Payload {
                     msg: &sealed.ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| CryptoError::Tampered)?;

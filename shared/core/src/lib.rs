@@ -5,6 +5,7 @@
 pub mod app;
 pub mod clock;
 pub mod crypto;
+pub mod events;
 pub mod ids;
 pub mod meta;
 pub mod number;
@@ -14,6 +15,7 @@ pub mod queue;
 pub mod random;
 pub mod session;
 pub mod usecases;
+pub mod webhooks;
 
 pub use app::{App, AppKeyRecord, AppName, RedirectOrigin, Slug};
 pub use clock::{Clock, SystemClock};

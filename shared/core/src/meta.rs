@@ -347,6 +347,8 @@ pub trait MetaGraph: Send + Sync + fmt::Debug {
     ) -> Result<MessagingHealth, GraphError>;
     /// Our Meta app's id (to find ourselves in `subscribed_apps` and check tokens).
     fn app_id(&self) -> &str;
+    /// The app secret, which Meta signs its webhook deliveries with.
+    async fn app_secret(&self) -> Result<secrecy::SecretString, GraphError>;
 }
 
 #[cfg(test)]

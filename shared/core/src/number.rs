@@ -109,10 +109,15 @@ pub enum HealthReason {
     TwoStepPinMismatch,
     /// Registration refused: the number must be verified first (133006).
     NumberUnverified,
+    /// The business removed our access (Meta's `PARTNER_REMOVED`, account deleted or
+    /// offboarded): the number must be connected again through a new signup.
+    AccessRemoved,
+    /// Meta restricted or flagged the account (violation, restriction, scheduled disable).
+    AccountRestricted,
 }
 
 impl HealthReason {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 20] = [
         Self::SetupPending,
         Self::SetupFailed,
         Self::RegistrationDeferred,
@@ -131,6 +136,8 @@ impl HealthReason {
         Self::AccountRejected,
         Self::TwoStepPinMismatch,
         Self::NumberUnverified,
+        Self::AccessRemoved,
+        Self::AccountRestricted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -153,6 +160,8 @@ impl HealthReason {
             Self::AccountRejected => "account_rejected",
             Self::TwoStepPinMismatch => "two_step_pin_mismatch",
             Self::NumberUnverified => "number_unverified",
+            Self::AccessRemoved => "access_removed",
+            Self::AccountRestricted => "account_restricted",
         }
     }
 
@@ -270,7 +279,51 @@ pub struct Number {
     pub version: u64,
 }
 
+/// RFC 3339 in UTC with millisecond precision, as every time in the API is written.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 impl Number {
+    /// The number as API.md shows it (never its token or PIN): API responses and events.
+    pub fn api_view(&self) -> serde_json::Value {
+        let n = self;
+        serde_json::json!({
+            "phoneNumberId": n.phone_number_id,
+            "appId": n.app_id,
+            "wabaId": n.waba_id,
+            "businessId": n.business_id,
+            "displayPhoneNumber": n.profile.display_phone_number,
+            "verifiedName": n.profile.verified_name,
+            "qualityRating": n.profile.quality_rating,
+            "health": {
+                "status": n.health.status.as_str(),
+                "reason": n.health.reason.map(|r| r.as_str()),
+                "message": n.health.message,
+                "since": rfc3339(n.health.since),
+                "lastCheckedAt": n.health.last_checked_at.map(rfc3339),
+                "nextCheckAt": n.health.next_check_at.map(rfc3339),
+            },
+            "setup": {
+                "webhookSubscribed": n.setup.webhook_subscribed,
+                "registered": n.setup.registered,
+                "completedAt": n.setup.completed_at.map(rfc3339),
+                "lastError": n.setup.last_error,
+                "retryAfter": n.setup.retry_after.map(rfc3339),
+                "waitingForOwner": n.setup.owner_action.is_some(),
+                "coexistence": n.setup.coexistence,
+            },
+            "token": {
+                "expiresAt": n.token.expires_at.map(rfc3339),
+                "scopes": n.token.scopes,
+            },
+            "sessionId": n.session_id,
+            "metadata": serde_json::Value::from(n.metadata.clone()),
+            "connectedAt": rfc3339(n.connected_at),
+            "updatedAt": rfc3339(n.updated_at),
+        })
+    }
+
     /// Not removed: counts for the WABA's webhook subscription and for ownership.
     pub fn is_live(&self) -> bool {
         self.health.status != HealthStatus::Removed

@@ -11,7 +11,9 @@ use crate::meta::MetaGraph;
 use crate::ports::Store;
 use crate::queue::JobQueue;
 use crate::usecases::PublicBaseUrl;
+use crate::usecases::events::{Emitter, EndpointDeps, EventSender};
 use crate::usecases::health::{CheckDeps, HealthPolicy};
+use crate::usecases::inbound::ReceiveDeps;
 use crate::usecases::setup::WorkerDeps;
 use crate::usecases::signup::SignupDeps;
 
@@ -32,6 +34,9 @@ pub struct MetaApp {
 pub struct Platform {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn JobQueue>,
+    /// Partner-event deliveries: a queue of their own, so retries towards a failing
+    /// partner endpoint never delay setups, checks or Meta's webhooks.
+    pub events_queue: Arc<dyn JobQueue>,
     pub graph: Arc<dyn MetaGraph>,
     /// One envelope for the process's life: warm invocations reuse cached data keys.
     pub envelope: Envelope,
@@ -40,6 +45,12 @@ pub struct Platform {
     /// Base of signup links.
     pub public_base_url: PublicBaseUrl,
     pub meta: MetaApp,
+    /// Sends partner events to their endpoints.
+    pub sender: Arc<dyn EventSender>,
+    /// `META_WEBHOOK_VERIFY_TOKEN`: what Meta's verification handshake must present.
+    pub webhook_verify_token: Option<secrecy::SecretString>,
+    /// `pipes dev`: partner endpoints may be plain http on localhost.
+    pub allow_local_endpoints: bool,
 }
 
 impl Platform {
@@ -52,6 +63,8 @@ impl Platform {
             envelope: &self.envelope,
             queue: &*self.queue,
             clock: &*self.clock,
+            events: &*self.store,
+            events_queue: &*self.events_queue,
         }
     }
 
@@ -59,11 +72,45 @@ impl Platform {
     pub fn worker(&self) -> WorkerDeps<'_> {
         WorkerDeps {
             store: &*self.store,
+            sessions: &*self.store,
+            inbox: &*self.store,
+            events: &*self.store,
+            sender: &*self.sender,
             graph: &*self.graph,
             envelope: &self.envelope,
             queue: &*self.queue,
+            events_queue: &*self.events_queue,
             clock: &*self.clock,
             policy: &self.policy,
+        }
+    }
+
+    /// Stores events and queues their delivery.
+    pub fn emitter(&self) -> Emitter<'_> {
+        Emitter {
+            store: &*self.store,
+            queue: &*self.events_queue,
+        }
+    }
+
+    /// What the endpoint and event-log routes talk to.
+    pub fn endpoints(&self) -> EndpointDeps<'_> {
+        EndpointDeps {
+            store: &*self.store,
+            queue: &*self.events_queue,
+            envelope: &self.envelope,
+            clock: &*self.clock,
+            allow_local_http: self.allow_local_endpoints,
+        }
+    }
+
+    /// What receiving Meta's webhooks talks to.
+    pub fn receive(&self) -> ReceiveDeps<'_> {
+        ReceiveDeps {
+            inbox: &*self.store,
+            queue: &*self.queue,
+            graph: &*self.graph,
+            clock: &*self.clock,
         }
     }
 

@@ -5,9 +5,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::app::{App, AppKeyRecord, Slug};
+use crate::events::{Endpoint, Event, EventType};
 use crate::ids::{AppId, KeyId, SecretHash, SessionId};
 use crate::number::{HealthEvent, HealthStatus, Number, PhoneNumberId, WabaId};
 use crate::session::{Abandon, SessionFailure, SessionStatus, SignupSession};
+use crate::webhooks::InboundChange;
 
 /// What can go wrong in a store. Messages name the kind of failure, never stored values.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +157,20 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Appends an abandon event to an unfinished session; `false` if the session is
     /// completed or holds too many events already (the funnel keeps the first 100).
     async fn record_abandon(&self, id: &SessionId, abandon: &Abandon) -> Result<bool, StoreError>;
+    /// Records Meta's flow finishing in the browser with `waba` (a `Finish` funnel event
+    /// appended like an abandon, and the session findable by the WABA); `false` when the
+    /// session is completed or its funnel is full.
+    async fn record_finish(
+        &self,
+        session: &SignupSession,
+        finish: &Abandon,
+        waba: &WabaId,
+    ) -> Result<bool, StoreError>;
+    /// Sessions whose page reported a finish with this WABA, oldest first.
+    async fn sessions_finished_with(&self, waba: &WabaId) -> Result<Vec<SessionId>, StoreError>;
+    /// Marks a `pending` or `failed` session `interrupted`; `false` when it is in any
+    /// other state (completing, completed) or unknown.
+    async fn mark_interrupted(&self, id: &SessionId) -> Result<bool, StoreError>;
     /// The App's sessions created since `since`, newest first, at most `limit`.
     async fn recent_sessions(
         &self,
@@ -333,5 +349,103 @@ pub trait DashboardStore: Send + Sync + std::fmt::Debug {
     async fn end_dashboard_session(&self, cookie_hash: &SecretHash) -> Result<(), StoreError>;
 }
 
-pub trait Store: AppStore + SessionStore + NumberStore + DashboardStore + std::fmt::Debug {}
-impl<T: AppStore + SessionStore + NumberStore + DashboardStore + std::fmt::Debug> Store for T {}
+/// What became of a received Meta change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOutcome {
+    /// Acted on (or known to need nothing).
+    Done,
+    /// Names no WABA, number or session of ours: kept for the operator.
+    Unmatched,
+}
+
+impl ChangeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// A received change and, once processed, its outcome.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredChange {
+    pub change: InboundChange,
+    pub outcome: Option<ChangeOutcome>,
+    pub note: Option<String>,
+    pub settled_at: Option<DateTime<Utc>>,
+}
+
+/// How long received changes are kept (Meta retries for up to 7 days: a redelivery
+/// within this is recognised and not processed again).
+pub const INBOX_RETENTION: chrono::Duration = chrono::Duration::days(30);
+
+/// Meta's webhook changes as received.
+#[async_trait]
+pub trait InboxStore: Send + Sync + std::fmt::Debug {
+    /// Stores a received change; `false` when a change with its id is already stored
+    /// (a redelivery).
+    async fn insert_change(&self, change: &InboundChange) -> Result<bool, StoreError>;
+    async fn change(&self, id: &str) -> Result<Option<StoredChange>, StoreError>;
+    /// Records what became of the change.
+    async fn settle_change(
+        &self,
+        id: &str,
+        outcome: ChangeOutcome,
+        note: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Changes kept for the operator, newest first.
+    async fn unmatched_changes(&self, limit: usize) -> Result<Vec<StoredChange>, StoreError>;
+}
+
+/// One page of an App's events, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// Where the next page starts (events older than this id), if there may be more.
+    pub next_before: Option<String>,
+}
+
+/// Partner endpoints and their events.
+#[async_trait]
+pub trait EventStore: Send + Sync + std::fmt::Debug {
+    /// Creates or replaces the App's endpoint.
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError>;
+    async fn endpoint(&self, app: &AppId) -> Result<Option<Endpoint>, StoreError>;
+    /// `false` when the App had none.
+    async fn delete_endpoint(&self, app: &AppId) -> Result<bool, StoreError>;
+    /// Stores a new event; `false` when an event with its id exists (emitted before).
+    async fn insert_event(&self, event: &Event) -> Result<bool, StoreError>;
+    async fn event(&self, app: &AppId, id: &str) -> Result<Option<Event>, StoreError>;
+    /// Replaces an event's delivery state (status, attempts, next attempt).
+    async fn save_delivery(&self, event: &Event) -> Result<(), StoreError>;
+    /// The App's unexpired events, newest first, optionally of one type, older than
+    /// `before` (an event id) when given.
+    async fn list_events(
+        &self,
+        app: &AppId,
+        kind: Option<EventType>,
+        limit: usize,
+        before: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<EventPage, StoreError>;
+}
+
+pub trait Store:
+    AppStore + SessionStore + NumberStore + DashboardStore + InboxStore + EventStore + std::fmt::Debug
+{
+}
+impl<
+    T: AppStore
+        + SessionStore
+        + NumberStore
+        + DashboardStore
+        + InboxStore
+        + EventStore
+        + std::fmt::Debug,
+> Store for T
+{
+}

@@ -30,6 +30,23 @@ pub enum Job {
         #[serde(rename = "phoneNumberId")]
         phone_number_id: PhoneNumberId,
     },
+    /// A received Meta webhook change, to be acted on once.
+    Inbound {
+        #[serde(rename = "changeId")]
+        change_id: String,
+    },
+    /// One delivery attempt of a partner event (`attempt` counts from 1 in this run of
+    /// the retry schedule); not before `notBefore` (waits longer than the queue's
+    /// longest delay hop).
+    Deliver {
+        #[serde(rename = "appId")]
+        app_id: AppId,
+        #[serde(rename = "eventId")]
+        event_id: String,
+        attempt: u32,
+        #[serde(rename = "notBefore", default, skip_serializing_if = "Option::is_none")]
+        not_before: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Health checks fanned out by the sweep.
     Check {
         #[serde(rename = "numbers")]
@@ -44,4 +61,7 @@ pub struct QueueError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 #[async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {
     async fn enqueue(&self, job: &Job) -> Result<(), QueueError>;
+    /// Queues a job that becomes visible after `delay` (at most 15 minutes: SQS's
+    /// limit; longer waits are the job's own `notBefore`).
+    async fn enqueue_after(&self, job: &Job, delay: chrono::Duration) -> Result<(), QueueError>;
 }

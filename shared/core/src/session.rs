@@ -183,6 +183,9 @@ pub enum SessionStatus {
     Completing,
     Completed,
     Failed,
+    /// Meta says the owner finished its flow, but our callback never arrived (window
+    /// closed, network lost): the owner opens the same link once more.
+    Interrupted,
     Expired,
 }
 
@@ -193,6 +196,7 @@ impl SessionStatus {
             Self::Completing => "completing",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
             Self::Expired => "expired",
         }
     }
@@ -203,6 +207,7 @@ impl SessionStatus {
             Self::Completing,
             Self::Completed,
             Self::Failed,
+            Self::Interrupted,
             Self::Expired,
         ]
         .into_iter()
@@ -222,6 +227,10 @@ pub struct SessionFailure {
 pub enum AbandonEvent {
     Cancel,
     Error,
+    /// Meta's flow finished in the browser (the page reports it before posting the
+    /// code): if the callback never arrives, Meta's `PARTNER_ADDED` finds the session
+    /// by this WABA.
+    Finish,
 }
 
 /// A number owner leaving Meta's flow without finishing (kept for the funnel).
@@ -238,6 +247,9 @@ pub struct Abandon {
     pub error_message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta_session_id: Option<String>,
+    /// The WABA Meta's flow finished with (`Finish` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waba_id: Option<crate::number::WabaId>,
 }
 
 /// One signup link minted by a partner, found by its token's hash or by its id.
@@ -259,11 +271,22 @@ pub struct SignupSession {
 }
 
 impl SignupSession {
+    /// The WABA of the last finish the page reported (what an interrupted signup names).
+    pub fn finished_waba(&self) -> Option<&crate::number::WabaId> {
+        self.abandons
+            .iter()
+            .rev()
+            .find(|a| a.event == AbandonEvent::Finish)
+            .and_then(|a| a.waba_id.as_ref())
+    }
+
     /// The status as of `now`: an unfinished session past its expiry is `Expired`, since
     /// store-side expiry (DynamoDB TTL) is lazy and must not be relied on.
     pub fn status_at(&self, now: DateTime<Utc>) -> SessionStatus {
         match self.status {
-            SessionStatus::Pending | SessionStatus::Completing if now >= self.expires_at => {
+            SessionStatus::Pending | SessionStatus::Completing | SessionStatus::Interrupted
+                if now >= self.expires_at =>
+            {
                 SessionStatus::Expired
             }
             s => s,

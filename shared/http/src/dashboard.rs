@@ -768,7 +768,16 @@ async fn remove(
     Path(id): Path<String>,
     Change(owner): Change,
 ) -> Response {
-    match remove_number(&*p.store, &*p.queue, &*p.clock, &owner.app, &id).await {
+    match remove_number(
+        &*p.store,
+        &*p.queue,
+        p.emitter(),
+        &*p.clock,
+        &owner.app,
+        &id,
+    )
+    .await
+    {
         Ok(()) => Redirect::to("/dashboard").into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }

@@ -4,12 +4,14 @@
 
 pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod html;
 mod layers;
 pub mod numbers;
 mod partner;
 pub mod signup;
+pub mod webhooks;
 
 use axum::Router;
 use pipes_core::Platform;
@@ -22,14 +24,23 @@ pub fn token_issuer_router(platform: Platform) -> Router {
     layers::finish(partner::routes().with_state(platform))
 }
 
-/// The signup-callback's routes: the hosted page and `POST /v1/signup/callback`.
+/// The signup-callback's routes: the hosted page, `POST /v1/signup/callback` and
+/// Meta's webhooks (`/webhooks/meta`): the public routes Meta and owners call.
 pub fn signup_router(platform: Platform) -> Router {
-    layers::finish(signup::routes().with_state(platform))
+    layers::finish(
+        signup::routes()
+            .merge(webhooks::routes())
+            .with_state(platform),
+    )
 }
 
-/// The numbers-api's routes: `/v1/numbers...`.
+/// The numbers-api's routes: `/v1/numbers...`, the webhook endpoint and the event log.
 pub fn numbers_router(platform: Platform) -> Router {
-    layers::finish(numbers::routes().with_state(platform))
+    layers::finish(
+        numbers::routes()
+            .merge(events::routes())
+            .with_state(platform),
+    )
 }
 
 /// The dashboard function's routes: the owner's pages and `POST /v1/dashboard/login-links`.
@@ -43,7 +54,9 @@ pub fn local_router(platform: Platform, extra: Router) -> Router {
     layers::finish(
         partner::routes()
             .merge(numbers::routes())
+            .merge(events::routes())
             .merge(signup::routes())
+            .merge(webhooks::routes())
             .merge(dashboard::routes())
             .with_state(platform)
             .merge(layers::healthz())

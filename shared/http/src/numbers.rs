@@ -27,40 +27,7 @@ pub(crate) fn routes() -> Router<Platform> {
 
 /// A number as API.md shows it (never its token or PIN).
 pub fn number_view(n: &Number) -> Value {
-    json!({
-        "phoneNumberId": n.phone_number_id,
-        "appId": n.app_id,
-        "wabaId": n.waba_id,
-        "businessId": n.business_id,
-        "displayPhoneNumber": n.profile.display_phone_number,
-        "verifiedName": n.profile.verified_name,
-        "qualityRating": n.profile.quality_rating,
-        "health": {
-            "status": n.health.status.as_str(),
-            "reason": n.health.reason.map(|r| r.as_str()),
-            "message": n.health.message,
-            "since": rfc3339(n.health.since),
-            "lastCheckedAt": n.health.last_checked_at.map(rfc3339),
-            "nextCheckAt": n.health.next_check_at.map(rfc3339),
-        },
-        "setup": {
-            "webhookSubscribed": n.setup.webhook_subscribed,
-            "registered": n.setup.registered,
-            "completedAt": n.setup.completed_at.map(rfc3339),
-            "lastError": n.setup.last_error,
-            "retryAfter": n.setup.retry_after.map(rfc3339),
-            "waitingForOwner": n.setup.owner_action.is_some(),
-            "coexistence": n.setup.coexistence,
-        },
-        "token": {
-            "expiresAt": n.token.expires_at.map(rfc3339),
-            "scopes": n.token.scopes,
-        },
-        "sessionId": n.session_id,
-        "metadata": Value::from(n.metadata.clone()),
-        "connectedAt": rfc3339(n.connected_at),
-        "updatedAt": rfc3339(n.updated_at),
-    })
+    n.api_view()
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +115,14 @@ async fn remove(
     PartnerApp(app): PartnerApp,
     Path(phone): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    remove_number(&*state.store, &*state.queue, &*state.clock, &app, &phone).await?;
+    remove_number(
+        &*state.store,
+        &*state.queue,
+        state.emitter(),
+        &*state.clock,
+        &app,
+        &phone,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use pipes_core::SignupSession;
-use pipes_core::session::{Abandon, AbandonEvent, SessionFailure};
+use pipes_core::session::{Abandon, AbandonEvent, SessionFailure, SessionStatus};
 use pipes_core::usecases::{IssueTokenRequest, get_session, issue_token};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -91,6 +91,12 @@ struct SessionResponse {
     phone_number_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<SessionFailure>,
+    /// The WABA Meta's flow finished with, once the page reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waba_id: Option<String>,
+    /// What the owner should do (an interrupted signup: open the same link again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
     abandons: Vec<AbandonView>,
 }
 
@@ -107,6 +113,8 @@ struct AbandonView {
     error_message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     meta_session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waba_id: Option<String>,
 }
 
 impl From<Abandon> for AbandonView {
@@ -118,14 +126,20 @@ impl From<Abandon> for AbandonView {
             error_code: a.error_code,
             error_message: a.error_message,
             meta_session_id: a.meta_session_id,
+            waba_id: a.waba_id.map(|w| w.to_string()),
         }
     }
 }
 
 impl SessionResponse {
     fn of(s: SignupSession, now: DateTime<Utc>) -> Self {
+        let status = s.status_at(now);
         Self {
-            status: s.status_at(now).as_str(),
+            status: status.as_str(),
+            waba_id: s.finished_waba().map(|w| w.to_string()),
+            message: (status == SessionStatus::Interrupted).then_some(
+                "Meta finished the signup but our callback never arrived: the owner opens the same signup link once more to finish",
+            ),
             session_id: s.id.to_string(),
             redirect_url: s.redirect_url.as_str().to_owned(),
             metadata: s.metadata.into(),

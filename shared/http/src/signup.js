@@ -73,6 +73,19 @@
       }, function () { code = null; info = null; busy = false; failed(null); });
   }
 
+  // Tells the server Meta's flow finished with this WABA before anything else can go
+  // wrong: if the window closes now, Meta's webhook still finds this signup.
+  function reportFinish(wabaId) {
+    if (!wabaId) return;
+    fetch(cfg.progressUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token: cfg.token, wabaId: wabaId }),
+      credentials: "omit",
+      keepalive: true,
+    }).catch(function () {});
+  }
+
   function finishIfReady() {
     if (!code || busy) return;
     if (info) { submit(); return; }
@@ -101,6 +114,7 @@
       // server knows each; missing ids are found from Meta.
       finishEvent = msg.event;
       info = data;
+      reportFinish(text(data.waba_id));
       finishIfReady();
     } else if (msg.event === "CANCEL" && data.error_message) {
       abandon({ event: "ERROR", errorCode: errorCode, errorMessage: String(data.error_message),

@@ -8,10 +8,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pipes_core::session::AbandonEvent;
+use pipes_core::session::{AbandonEvent, SessionStatus};
 use pipes_core::usecases::signup::{
     AbandonInput, Deadline, FinishInput, FinishKind, PageError, complete_signup_within,
-    open_signup_page, record_abandon,
+    open_signup_page, record_abandon, record_finish,
 };
 use pipes_core::{Platform, random};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,24 @@ pub(crate) fn routes() -> Router<Platform> {
     Router::new()
         .route("/apps/{slug}", get(page))
         .route("/v1/signup/callback", post(callback))
+        .route("/v1/signup/progress", post(progress))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProgressBody {
+    token: String,
+    waba_id: String,
+}
+
+/// The page saw Meta's flow finish (sent before the code is posted, and kept alive if
+/// the window closes), so an interrupted signup can be recognised from Meta's webhook.
+async fn progress(
+    State(state): State<Platform>,
+    ApiJson(body): ApiJson<ProgressBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    record_finish(&*state.store, &*state.clock, &body.token, &body.waba_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"status": "recorded"}))))
 }
 
 const SIGNUP_JS: &str = include_str!("signup.js");
@@ -121,6 +139,7 @@ async fn page(
     let config = json!({
         "token": token.unwrap_or_default(),
         "callbackUrl": "/v1/signup/callback",
+        "progressUrl": "/v1/signup/progress",
         "metaAppId": cfg.app_id,
         "configId": cfg.config_id,
         "graphVersion": cfg.graph_version,
@@ -130,6 +149,13 @@ async fn page(
         .redirect_url
         .with_query(&[("status", "cancelled"), ("sessionId", session.id.as_str())]);
     let name = escape(app.name.as_str());
+    let interrupted = if session.status_at(state.clock.now()) == SessionStatus::Interrupted {
+        "<p class=\"notice\" id=\"interrupted\" role=\"status\">Meta finished connecting your \
+         account, but the last step did not reach us. Select <strong>Connect WhatsApp</strong> \
+         once more to finish; it is shorter the second time.</p>"
+    } else {
+        ""
+    };
     let banner = if cfg.sandbox {
         "<p class=\"sandbox\" id=\"sandbox-banner\">Sandbox mode: a simulated Meta stands in; \
          no Meta account is used and no real number is connected.</p>"
@@ -137,7 +163,7 @@ async fn page(
         ""
     };
     let body = format!(
-        "<main>{banner}<h1>Connect WhatsApp to <span id=\"app-name\">{name}</span></h1>\
+        "<main>{banner}{interrupted}<h1>Connect WhatsApp to <span id=\"app-name\">{name}</span></h1>\
          <p><span>{name}</span> asks to send and receive WhatsApp messages for your business. \
          Meta will ask you to log in, choose your business and the WhatsApp number to connect.</p>\
          <p><button id=\"connect\" type=\"button\" disabled>Connect WhatsApp</button></p>\
@@ -273,7 +299,7 @@ async fn callback(
         error_message: body.error_message,
         meta_session_id: body.meta_session_id,
     };
-    let recorded = record_abandon(&*state.store, &*state.clock, input).await?;
+    let recorded = record_abandon(state.signup(), input).await?;
     Ok(Json(CallbackResponse {
         status: "pending",
         session_id: recorded.session_id.to_string(),

@@ -36,6 +36,8 @@ struct Inner {
     /// Graph requests being answered now, and the most seen at once.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Where Meta's webhooks go (the running server's `/webhooks/meta`).
+    webhook_target: Mutex<Option<String>>,
 }
 
 /// Counts one Graph request in flight for as long as it lives.
@@ -65,6 +67,7 @@ impl Sandbox {
             clock,
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            webhook_target: Mutex::default(),
         }))
     }
 
@@ -81,7 +84,49 @@ impl Sandbox {
             clock,
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            webhook_target: Mutex::default(),
         })))
+    }
+
+    /// Where `POST /sandbox/webhooks` delivers (the server's `/webhooks/meta` URL).
+    pub fn set_webhook_target(&self, url: impl Into<String>) {
+        *self
+            .0
+            .webhook_target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(url.into());
+    }
+
+    /// The app secret Meta signs webhooks with now (a rotated one after
+    /// `rotate_app_secret`).
+    pub fn signing_secret(&self) -> String {
+        self.lock()
+            .rotated_app_secret
+            .clone()
+            .unwrap_or_else(|| SANDBOX_APP_SECRET.to_owned())
+    }
+
+    /// Signs `body` as Meta does and posts it to the webhook target; the server's
+    /// status and body.
+    pub async fn send_webhook(&self, body: &[u8]) -> Result<(u16, String), String> {
+        let target = self
+            .0
+            .webhook_target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or("no webhook target: the sandbox runs outside a server")?;
+        let signature = pipes_core::webhooks::sign(self.signing_secret().as_bytes(), body);
+        let res = reqwest::Client::new()
+            .post(&target)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("delivery failed: {e}"))?;
+        let status = res.status().as_u16();
+        Ok((status, res.text().await.unwrap_or_default()))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, state::State> {
@@ -440,6 +485,46 @@ async fn calls(AxState(s): AxState<Sandbox>) -> Response {
     Json(json!({"calls": s.all_calls()})).into_response()
 }
 
+/// `POST /sandbox/webhooks`: either a whole delivery as Meta sends it (`payload`), or
+/// one change (`field`, `value`, and `entryId`: the WABA, or for `PARTNER_*` events
+/// the partner's business) wrapped the way Meta wraps it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WebhookBody {
+    payload: Option<serde_json::Value>,
+    field: Option<String>,
+    value: Option<serde_json::Value>,
+    entry_id: Option<String>,
+}
+
+async fn webhooks(AxState(s): AxState<Sandbox>, Json(b): Json<WebhookBody>) -> Response {
+    let payload = match (b.payload, b.field, b.value) {
+        (Some(p), None, None) => p,
+        (None, Some(field), Some(value)) => json!({
+            "object": "whatsapp_business_account",
+            "entry": [{
+                "id": b.entry_id.unwrap_or_else(|| "0".into()),
+                "time": s.now().timestamp(),
+                "changes": [{"value": value, "field": field}],
+            }],
+        }),
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "send either payload, or field and value (with entryId)",
+            );
+        }
+    };
+    let body = payload.to_string();
+    match s.send_webhook(body.as_bytes()).await {
+        Ok((status, answer)) => {
+            Json(json!({"delivered": status == 200, "status": status, "answer": answer}))
+                .into_response()
+        }
+        Err(m) => problem(StatusCode::BAD_GATEWAY, &m),
+    }
+}
+
 /// The stand-in for Meta's JS SDK.
 pub const SDK_JS: &str = include_str!("sdk.js");
 
@@ -468,6 +553,7 @@ pub fn router(sandbox: Sandbox) -> Router {
         .route("/sandbox/faults", post(faults))
         .route("/sandbox/latency", post(latency))
         .route("/sandbox/calls", get(calls))
+        .route("/sandbox/webhooks", post(webhooks))
         .route("/sandbox/sdk.js", get(sdk))
         .with_state(sandbox)
 }

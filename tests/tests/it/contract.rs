@@ -198,6 +198,7 @@ pub async fn sessions_round_trip_by_id_and_token(store: Arc<dyn Store>) {
         error_code: None,
         error_message: None,
         meta_session_id: None,
+        waba_id: None,
     });
     s.error = Some(SessionFailure {
         code: "meta_validation_failed".into(),
@@ -519,6 +520,7 @@ pub async fn abandons_are_appended_until_the_session_completes(store: Arc<dyn St
         error_code: None,
         error_message: None,
         meta_session_id: None,
+        waba_id: None,
     };
     assert!(
         store
@@ -922,6 +924,225 @@ pub async fn an_apps_recent_sessions_come_newest_first(store: Arc<dyn Store>) {
     );
 }
 
+fn change(n: u32) -> pipes_core::webhooks::InboundChange {
+    let body = json!({"object": "whatsapp_business_account", "entry": [
+        {"id": "102290129340398", "time": 1_743_451_903 + n, "changes": [
+            {"field": "account_update", "value": {"event": "ACCOUNT_DELETED"}}
+        ]}
+    ]});
+    pipes_core::webhooks::parse_delivery(body.to_string().as_bytes(), SystemClock.now())
+        .unwrap()
+        .remove(0)
+}
+
+pub async fn meta_changes_are_stored_once_and_settled(store: Arc<dyn Store>) {
+    use pipes_core::ports::ChangeOutcome;
+    let (a, b) = (change(1), change(2));
+    assert!(store.insert_change(&a).await.unwrap());
+    assert!(!store.insert_change(&a).await.unwrap(), "a redelivery");
+    assert!(store.insert_change(&b).await.unwrap());
+    let stored = store.change(&a.id).await.unwrap().unwrap();
+    assert_eq!(stored.change, a);
+    assert_eq!(stored.outcome, None);
+    assert!(store.change("chg_unknown").await.unwrap().is_none());
+    let now = SystemClock.now();
+    store
+        .settle_change(&a.id, ChangeOutcome::Unmatched, "no live number", now)
+        .await
+        .unwrap();
+    store
+        .settle_change(&b.id, ChangeOutcome::Done, "ok", now)
+        .await
+        .unwrap();
+    let a2 = store.change(&a.id).await.unwrap().unwrap();
+    assert_eq!(a2.outcome, Some(ChangeOutcome::Unmatched));
+    assert_eq!(a2.note.as_deref(), Some("no live number"));
+    let kept = store.unmatched_changes(10).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|c| c.change.id.clone()).collect::<Vec<_>>(),
+        vec![a.id.clone()],
+        "only unmatched changes are kept for the operator"
+    );
+}
+
+pub async fn finish_reports_find_sessions_and_interruptions_are_claimable(store: Arc<dyn Store>) {
+    let app = new_app(&*store, "acme").await.app;
+    let (s, token) = pending_session(&*store, &app.id).await;
+    let waba = pipes_core::WabaId::parse("495709166956424").unwrap();
+    let finish = Abandon {
+        at: SystemClock.now(),
+        event: AbandonEvent::Finish,
+        step: None,
+        error_code: None,
+        error_message: None,
+        meta_session_id: None,
+        waba_id: Some(waba.clone()),
+    };
+    assert!(store.record_finish(&s, &finish, &waba).await.unwrap());
+    assert_eq!(
+        store.sessions_finished_with(&waba).await.unwrap(),
+        vec![s.id.clone()]
+    );
+    let other = pipes_core::WabaId::parse("1").unwrap();
+    assert!(
+        store
+            .sessions_finished_with(&other)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let read = store.session(&s.id).await.unwrap().unwrap();
+    assert_eq!(read.finished_waba(), Some(&waba));
+    assert!(store.mark_interrupted(&s.id).await.unwrap());
+    assert!(!store.mark_interrupted(&s.id).await.unwrap(), "once");
+    assert_eq!(
+        store.session(&s.id).await.unwrap().unwrap().status,
+        SessionStatus::Interrupted
+    );
+    let now = SystemClock.now();
+    let claim = store
+        .claim_session(&token.hash(), "c", now, now + Duration::seconds(60))
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Won(_)), "{claim:?}");
+    assert!(
+        !store.mark_interrupted(&s.id).await.unwrap(),
+        "a completing session is not interrupted"
+    );
+    assert!(
+        !store
+            .mark_interrupted(&SessionId::generate())
+            .await
+            .unwrap()
+    );
+}
+
+fn partner_event(
+    app: &AppId,
+    kind: pipes_core::events::EventType,
+    ago_secs: i64,
+) -> pipes_core::events::Event {
+    pipes_core::events::Event::new(
+        app.clone(),
+        kind,
+        &format!("cause-{ago_secs}"),
+        SystemClock.now() - Duration::seconds(ago_secs),
+        json!({"n": ago_secs}),
+    )
+}
+
+pub async fn events_are_stored_once_and_listed_newest_first(store: Arc<dyn Store>) {
+    use pipes_core::events::{Attempt, DeliveryStatus, EventType};
+    let app = new_app(&*store, "acme").await.app;
+    let other = new_app(&*store, "other").await.app;
+    let kinds = [
+        EventType::SignupCompleted,
+        EventType::NumberHealthChanged,
+        EventType::NumberHealthChanged,
+        EventType::Ping,
+        EventType::NumberHealthChanged,
+    ];
+    let mut made = Vec::new();
+    for (i, k) in kinds.iter().enumerate() {
+        let e = partner_event(&app.id, *k, 100 - i as i64 * 10);
+        assert!(store.insert_event(&e).await.unwrap());
+        assert!(
+            !store.insert_event(&e).await.unwrap(),
+            "emitted twice, stored once"
+        );
+        made.push(e);
+    }
+    let old = partner_event(&app.id, EventType::Ping, 31 * 86_400);
+    store.insert_event(&old).await.unwrap();
+    store
+        .insert_event(&partner_event(&other.id, EventType::Ping, 1))
+        .await
+        .unwrap();
+    let now = SystemClock.now();
+    let newest: Vec<String> = made.iter().rev().map(|e| e.id.clone()).collect();
+    let page = store
+        .list_events(&app.id, None, 2, None, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        newest[..2]
+    );
+    let page2 = store
+        .list_events(&app.id, None, 10, page.next_before.as_deref(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        page2
+            .events
+            .iter()
+            .map(|e| e.id.clone())
+            .collect::<Vec<_>>(),
+        newest[2..],
+        "the rest, without the 31-day-old one"
+    );
+    assert_eq!(page2.next_before, None);
+    let health = store
+        .list_events(&app.id, Some(EventType::NumberHealthChanged), 2, None, now)
+        .await
+        .unwrap();
+    assert_eq!(health.events.len(), 2);
+    assert!(health.next_before.is_some());
+    assert!(
+        health
+            .events
+            .iter()
+            .all(|e| e.kind == EventType::NumberHealthChanged)
+    );
+    let mut e = made[0].clone();
+    e.delivery = DeliveryStatus::Delivered;
+    e.attempts.push(Attempt {
+        at: now,
+        status: Some(200),
+        duration_ms: 12,
+        detail: None,
+    });
+    store.save_delivery(&e).await.unwrap();
+    assert_eq!(store.event(&app.id, &e.id).await.unwrap(), Some(e.clone()));
+    assert_eq!(
+        store.event(&other.id, &e.id).await.unwrap(),
+        None,
+        "an App sees only its own events"
+    );
+}
+
+pub async fn endpoints_are_put_replaced_and_deleted(store: Arc<dyn Store>) {
+    use pipes_core::crypto::{Envelope, MasterKeyWrapper};
+    use pipes_core::events::{Endpoint, EndpointUrl};
+    let app = new_app(&*store, "acme").await.app;
+    let envelope = Envelope::new(Arc::new(MasterKeyWrapper::new(
+        MasterKeyWrapper::generate_master(),
+    )));
+    let sealed = envelope.seal_app_secret(&app.id, b"whsec_x").await.unwrap();
+    let mut endpoint = Endpoint {
+        app_id: app.id.clone(),
+        url: EndpointUrl::parse("https://partner.example/hooks", false).unwrap(),
+        secret: sealed.clone(),
+        previous: None,
+        created_at: SystemClock.now(),
+        failing_since: None,
+    };
+    assert_eq!(store.endpoint(&app.id).await.unwrap(), None);
+    store.put_endpoint(&endpoint).await.unwrap();
+    assert_eq!(
+        store.endpoint(&app.id).await.unwrap(),
+        Some(endpoint.clone())
+    );
+    endpoint.previous = Some((sealed, SystemClock.now()));
+    endpoint.failing_since = Some(SystemClock.now());
+    store.put_endpoint(&endpoint).await.unwrap();
+    let read = store.endpoint(&app.id).await.unwrap().unwrap();
+    assert_eq!(read.previous, endpoint.previous);
+    assert!(store.delete_endpoint(&app.id).await.unwrap());
+    assert!(!store.delete_endpoint(&app.id).await.unwrap());
+    assert_eq!(store.endpoint(&app.id).await.unwrap(), None);
+}
+
 /// Runs every contract case against stores made by `$make` (an async expression).
 macro_rules! contract_suite {
     ($module:ident, $make:expr) => {
@@ -951,6 +1172,10 @@ macro_rules! contract_suite {
                 login_links_work_once_and_expire,
                 dashboard_sessions_are_found_by_hash_and_end,
                 an_apps_recent_sessions_come_newest_first,
+                meta_changes_are_stored_once_and_settled,
+                finish_reports_find_sessions_and_interruptions_are_claimable,
+                events_are_stored_once_and_listed_newest_first,
+                endpoints_are_put_replaced_and_deleted,
             );
         }
     };

@@ -122,7 +122,7 @@ async fn whole_flow(backend: Backend) {
         Some(t.app.id.clone())
     );
 
-    let jobs = t.backend.queued_jobs().await;
+    let jobs = t.backend.queued_work().await;
     assert_eq!(
         jobs,
         vec![Job::Setup {
@@ -169,7 +169,7 @@ async fn twenty_concurrent(backend: Backend) {
         *by_status.entry(r.status.as_u16()).or_default() += 1;
     }
     assert_eq!(by_status.get(&200), Some(&1), "{by_status:?}");
-    let jobs = t.backend.queued_jobs().await;
+    let jobs = t.backend.queued_work().await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(
         t.sandbox.calls("GET oauth/access_token"),
@@ -367,7 +367,7 @@ async fn a_waba_the_token_does_not_cover_or_a_number_outside_it_is_a_422() {
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     let phone = PhoneNumberId::parse(&elsewhere.phone_number_id).unwrap();
     assert_eq!(t.store.number(&t.app.id, &phone).await.unwrap(), None);
-    assert_eq!(t.backend.queued_jobs().await, vec![]);
+    assert_eq!(t.backend.queued_work().await, vec![]);
 
     // A failed session can still be completed properly.
     let good = t.sandbox_signup_for(&mine.phone_number_id);
@@ -397,7 +397,7 @@ async fn a_number_another_app_holds_is_a_409_recorded_on_the_session() {
     assert_eq!(s.status, SessionStatus::Failed);
     assert_eq!(s.error.unwrap().code, "number_linked_to_another_app");
     assert_eq!(
-        t.backend.queued_jobs().await.len(),
+        t.backend.queued_work().await.len(),
         1,
         "only the first signup's job"
     );
@@ -424,7 +424,7 @@ async fn signing_up_an_existing_number_again_updates_the_record() {
         "the new token replaces the old"
     );
     assert_eq!(after.health.status, HealthStatus::Pending);
-    assert_eq!(t.backend.queued_jobs().await.len(), 2);
+    assert_eq!(t.backend.queued_work().await.len(), 2);
 }
 
 #[tokio::test]

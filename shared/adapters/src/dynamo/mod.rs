@@ -14,6 +14,10 @@
 //! | health history | `HIST#{appId}` | `HIST#{phone}#{millis}#{rand}` | newest last |
 //! | dashboard login link | `LOGIN#{sha256}` | `LOGIN` | single use (`usedAt`); `ttl` |
 //! | dashboard session | `DSES#{sha256}` | `DSES` | the cookie's hash; `ttl` |
+//! | finish report | `FIN#{wabaId}` | `SES#{sessionId}` | the page saw Meta's flow finish with this WABA; `ttl` |
+//! | received Meta change | `INB#{changeId}` | `INB` | the change, its outcome; `gsi2pk` = `INBOX#UNMATCHED` when kept for the operator; `ttl` 30 days |
+//! | webhook endpoint | `HOOK#{appId}` | `HOOK` | url, sealed signing secret(s) |
+//! | partner event | `EVT#{appId}` | `EVT#{eventId}` | ids start with the creation time: newest first by sk; `ttl` 30 days |
 //!
 //! Index `gsi1` (keys only): `gsi1pk` = `DUE#{shard}` (16 shards), `gsi1sk` =
 //! `{due millis}#{appId}#{phone}`: the sweep's due numbers without a Scan. Index `gsi2`
@@ -30,6 +34,7 @@
 
 mod apps;
 mod dashboard;
+mod events;
 mod history;
 mod items;
 mod numbers;

@@ -68,7 +68,7 @@ impl SessionStore for DynamoStore {
             .key("sk", s("SES"))
             .update_expression("SET #s = :completing, #c = :claim, #u = :until")
             .condition_expression(
-                "(#s IN (:pending, :failed) OR (#s = :completing AND #u < :now)) AND #e > :now",
+                "(#s IN (:pending, :failed, :interrupted) OR (#s = :completing AND #u < :now)) AND #e > :now",
             )
             .expression_attribute_names("#s", "status")
             .expression_attribute_names("#c", "claimId")
@@ -77,6 +77,7 @@ impl SessionStore for DynamoStore {
             .expression_attribute_values(":completing", s("completing"))
             .expression_attribute_values(":pending", s("pending"))
             .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":interrupted", s("interrupted"))
             .expression_attribute_values(":claim", s(claim_id))
             .expression_attribute_values(":until", n(lease_until.timestamp_millis()))
             .expression_attribute_values(":now", n(now.timestamp_millis()))
@@ -145,6 +146,82 @@ impl SessionStore for DynamoStore {
             .expression_attribute_values(":new", AttributeValue::L(vec![s(to_json(abandon)?)]))
             .expression_attribute_values(":completed", s("completed"))
             .expression_attribute_values(":max", n(MAX_ABANDONS as i64))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+
+    async fn record_finish(
+        &self,
+        session: &SignupSession,
+        finish: &Abandon,
+        waba: &WabaId,
+    ) -> Result<bool, StoreError> {
+        if !self.record_abandon(&session.id, finish).await? {
+            return Ok(false);
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("FIN#{waba}")))
+            .item("sk", s(format!("SES#{}", session.id)))
+            .item("at", n(finish.at.timestamp_millis()))
+            .item(
+                "ttl",
+                n((session.expires_at + SESSION_RETENTION).timestamp()),
+            )
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(true)
+    }
+
+    async fn sessions_finished_with(&self, waba: &WabaId) -> Result<Vec<SessionId>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_values(":pk", s(format!("FIN#{waba}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        let mut found: Vec<(i64, SessionId)> = out
+            .items()
+            .iter()
+            .map(|i| {
+                let a = Attrs(i);
+                let id = a
+                    .str("sk")?
+                    .strip_prefix("SES#")
+                    .and_then(SessionId::parse)
+                    .ok_or_else(|| corrupt("finish report"))?;
+                Ok((a.time("at")?.timestamp_millis(), id))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.as_str().cmp(b.1.as_str())));
+        Ok(found.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn mark_interrupted(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SES#{id}")))
+            .key("sk", s("SES"))
+            .update_expression("SET #s = :interrupted")
+            .condition_expression("#s IN (:pending, :failed)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":interrupted", s("interrupted"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":failed", s("failed"))
             .send()
             .await;
         match res {

@@ -12,14 +12,63 @@ pub struct QueuedJob {
     pub attempts: u32,
 }
 
+/// The job table's lanes: the counterparts of the setup queue and the events queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Setups, teardowns, checks and Meta's webhook changes.
+    Work,
+    /// Partner-event deliveries.
+    Events,
+}
+
+impl Lane {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Work => "work",
+            Self::Events => "events",
+        }
+    }
+}
+
+/// The events lane of the job table as a `JobQueue`.
+#[derive(Debug, Clone)]
+pub struct EventLane(pub EmbeddedStore);
+
+#[async_trait]
+impl JobQueue for EventLane {
+    async fn enqueue(&self, job: &Job) -> Result<(), QueueError> {
+        self.0
+            .push(Lane::Events, job, chrono::Duration::zero())
+            .await
+    }
+
+    async fn enqueue_after(&self, job: &Job, delay: chrono::Duration) -> Result<(), QueueError> {
+        self.0.push(Lane::Events, job, delay).await
+    }
+}
+
 impl EmbeddedStore {
-    /// Takes up to `limit` visible jobs, oldest first, hiding them until `hidden_until`.
+    /// Takes up to `limit` visible jobs of the work lane, oldest first, hiding them
+    /// until `hidden_until`.
     pub async fn take_jobs(
         &self,
         now: DateTime<Utc>,
         limit: usize,
         hidden_until: DateTime<Utc>,
     ) -> Result<Vec<QueuedJob>, StoreError> {
+        self.take_lane_jobs(Lane::Work, now, limit, hidden_until)
+            .await
+    }
+
+    /// Takes up to `limit` visible jobs of `lane`, oldest first.
+    pub async fn take_lane_jobs(
+        &self,
+        lane: Lane,
+        now: DateTime<Utc>,
+        limit: usize,
+        hidden_until: DateTime<Utc>,
+    ) -> Result<Vec<QueuedJob>, StoreError> {
+        let lane = lane.as_str();
         self.with(move |c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -27,12 +76,12 @@ impl EmbeddedStore {
             let jobs: Vec<QueuedJob> = {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT id, body, attempts FROM jobs WHERE dead = 0 AND visible_at <= ?1 \
-                         ORDER BY id LIMIT ?2",
+                        "SELECT id, body, attempts FROM jobs WHERE lane = ?3 AND dead = 0 \
+                         AND visible_at <= ?1 ORDER BY id LIMIT ?2",
                     )
                     .map_err(db_err)?;
                 let rows = stmt
-                    .query_map(params![millis(now), limit as i64], |r| {
+                    .query_map(params![millis(now), limit as i64, lane], |r| {
                         Ok(QueuedJob {
                             id: r.get(0)?,
                             body: r.get(1)?,
@@ -109,12 +158,28 @@ impl EmbeddedStore {
 #[async_trait]
 impl JobQueue for EmbeddedStore {
     async fn enqueue(&self, job: &Job) -> Result<(), QueueError> {
+        self.push(Lane::Work, job, chrono::Duration::zero()).await
+    }
+
+    async fn enqueue_after(&self, job: &Job, delay: chrono::Duration) -> Result<(), QueueError> {
+        self.push(Lane::Work, job, delay).await
+    }
+}
+
+impl EmbeddedStore {
+    async fn push(&self, lane: Lane, job: &Job, delay: chrono::Duration) -> Result<(), QueueError> {
+        let lane = lane.as_str();
         let body = serde_json::to_string(job).map_err(|e| QueueError(Box::new(e)))?;
         let now = Utc::now().timestamp_millis();
+        let visible = if delay > chrono::Duration::zero() {
+            now + delay.num_milliseconds()
+        } else {
+            0
+        };
         self.with(move |c| {
             c.execute(
-                "INSERT INTO jobs (body, visible_at, created_at) VALUES (?1, 0, ?2)",
-                params![body, now],
+                "INSERT INTO jobs (body, visible_at, created_at, lane) VALUES (?1, ?3, ?2, ?4)",
+                params![body, now, visible, lane],
             )
             .map_err(db_err)?;
             Ok(())

@@ -4,13 +4,14 @@
 
 mod apps;
 mod dashboard;
+mod events;
 mod history;
 mod jobs;
 mod numbers;
 mod rows;
 mod sessions;
 
-pub use jobs::QueuedJob;
+pub use jobs::{EventLane, Lane, QueuedJob};
 
 use history::*;
 use rows::*;
@@ -126,6 +127,38 @@ CREATE TABLE dashboard_sessions (
     r#"
 ALTER TABLE login_links ADD COLUMN minted_by TEXT;
 ALTER TABLE dashboard_sessions ADD COLUMN minted_by TEXT;
+"#,
+    r#"
+CREATE TABLE finish_reports (
+    waba_id    TEXT NOT NULL,
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (waba_id, session_id)
+);
+CREATE TABLE inbox (
+    id          TEXT PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    record      TEXT NOT NULL,
+    outcome     TEXT,
+    note        TEXT,
+    settled_at  INTEGER
+);
+CREATE INDEX inbox_by_age ON inbox(received_at);
+CREATE INDEX inbox_by_outcome ON inbox(outcome, settled_at);
+CREATE TABLE endpoints (
+    app_id TEXT PRIMARY KEY REFERENCES apps(id),
+    record TEXT NOT NULL
+);
+ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'work';
+CREATE INDEX jobs_by_lane ON jobs(lane, dead, visible_at);
+CREATE TABLE events (
+    app_id     TEXT NOT NULL REFERENCES apps(id),
+    id         TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    record     TEXT NOT NULL,
+    PRIMARY KEY (app_id, id)
+);
 "#,
 ];
 

@@ -154,6 +154,58 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
+    async fn record_finish(
+        &self,
+        session: &SignupSession,
+        finish: &Abandon,
+        waba: &WabaId,
+    ) -> Result<bool, StoreError> {
+        if !self.record_abandon(&session.id, finish).await? {
+            return Ok(false);
+        }
+        let (id, waba, at) = (session.id.clone(), waba.clone(), millis(finish.at));
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO finish_reports (waba_id, session_id, at) VALUES (?1, ?2, ?3)",
+                params![waba.as_str(), id.as_str(), at],
+            )
+            .map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn sessions_finished_with(&self, waba: &WabaId) -> Result<Vec<SessionId>, StoreError> {
+        let waba = waba.clone();
+        self.with(move |c| {
+            all(
+                c,
+                "SELECT session_id FROM finish_reports WHERE waba_id = ?1 ORDER BY at, session_id",
+                [waba.as_str()],
+                |r| {
+                    let id: String = r.get(0)?;
+                    Ok(SessionId::parse(&id)
+                        .ok_or_else(|| StoreError::Corrupt("session id".into())))
+                },
+            )
+        })
+        .await
+    }
+
+    async fn mark_interrupted(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE sessions SET status = 'interrupted'                      WHERE id = ?1 AND status IN ('pending', 'failed')",
+                    [id.as_str()],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn recent_sessions(
         &self,
         app: &AppId,

@@ -97,6 +97,8 @@ pub struct CheckDeps<'a> {
     pub envelope: &'a Envelope,
     pub clock: &'a dyn Clock,
     pub policy: &'a HealthPolicy,
+    /// Tells the App of every status change (`number.health_changed`).
+    pub emitter: crate::usecases::events::Emitter<'a>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -559,6 +561,7 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
         Ok(()) => {
             if let Some(e) = &changed {
                 info!(phone_number_id = %updated.phone_number_id, app_id = %updated.app_id, from = e.from.as_str(), to = e.to.as_str(), reason = ?e.reason.map(HealthReason::as_str), "health changed");
+                deps.emitter.health_changed(&updated, e).await;
             }
             Ok(CheckOutcome {
                 number: updated,
@@ -589,8 +592,10 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
 
 /// Sets a number's health outside a full check (e.g. setup finding the token revoked,
 /// or a deferred registration), conditional on the version given.
+#[allow(clippy::too_many_arguments)]
 pub async fn set_health(
     store: &dyn NumberStore,
+    emitter: crate::usecases::events::Emitter<'_>,
     policy: &HealthPolicy,
     number: &Number,
     status: HealthStatus,
@@ -619,6 +624,9 @@ pub async fn set_health(
     store
         .save_number(&updated, number.version, changed.as_ref())
         .await?;
+    if let Some(e) = &changed {
+        emitter.health_changed(&updated, e).await;
+    }
     Ok(updated)
 }
 

@@ -35,6 +35,8 @@ pub async fn handle_job(
         Job::Setup { .. } => "setup",
         Job::Teardown { .. } => "teardown",
         Job::Check { .. } => "check",
+        Job::Inbound { .. } => "inbound",
+        Job::Deliver { .. } => "deliver",
     };
     tracing::Span::current().record("job", kind);
     let result = match &job {
@@ -48,6 +50,27 @@ pub async fn handle_job(
             phone_number_id,
             sealed_token,
         } => teardown(deps, app_id, waba_id, phone_number_id, sealed_token).await,
+        Job::Inbound { change_id } => {
+            return crate::usecases::inbound::process_change(deps, change_id)
+                .await
+                .map_err(|e| JobFailure::Retry(e.to_string()));
+        }
+        Job::Deliver {
+            app_id,
+            event_id,
+            attempt,
+            not_before,
+        } => {
+            return crate::usecases::events::deliver(
+                deps.delivery(),
+                app_id,
+                event_id,
+                *attempt,
+                *not_before,
+            )
+            .await
+            .map_err(|e| JobFailure::Retry(e.to_string()));
+        }
         Job::Check { numbers } => {
             for (app, phone) in numbers {
                 match crate::usecases::health::check_health(deps.check(), app, phone).await {

@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod authenticate;
 pub mod dashboard;
+pub mod events;
 pub mod get_session;
 pub mod health;
+pub mod inbound;
 pub mod issue_token;
 pub mod jobs;
 pub mod numbers;

@@ -223,6 +223,7 @@ pub async fn request_setup(
 pub async fn remove_number(
     store: &dyn NumberStore,
     queue: &dyn JobQueue,
+    emitter: crate::usecases::events::Emitter<'_>,
     clock: &dyn Clock,
     app: &App,
     phone: &str,
@@ -275,6 +276,19 @@ pub async fn remove_number(
         match store.remove_number(&removed, number.version, &event).await {
             Ok(()) => {
                 info!(app_id = %app.id, phone_number_id = %number.phone_number_id, teardown = others == 0, "number removed");
+                emitter
+                    .emit_logged(crate::events::Event::new(
+                        app.id.clone(),
+                        crate::events::EventType::NumberRemoved,
+                        &format!("{}#{}", removed.phone_number_id, removed.version),
+                        now,
+                        serde_json::json!({
+                            "phoneNumberId": removed.phone_number_id,
+                            "wabaId": removed.waba_id,
+                            "from": number.health.status.as_str(),
+                        }),
+                    ))
+                    .await;
                 return Ok(());
             }
             Err(WriteError::Changed) => continue,

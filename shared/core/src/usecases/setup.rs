@@ -21,8 +21,9 @@ use crate::crypto::{Envelope, Sealed, SecretBinding, SecretPurpose};
 use crate::ids::AppId;
 use crate::meta::{AccessToken, GraphError, GraphErrorKind, MetaGraph};
 use crate::number::{HealthReason, HealthStatus, Number, PhoneNumberId, WabaId};
-use crate::ports::{NumberStore, StoreError, WriteError};
+use crate::ports::{EventStore, InboxStore, NumberStore, SessionStore, StoreError, WriteError};
 use crate::queue::JobQueue;
+use crate::usecases::events::{DeliveryDeps, Emitter, EventSender};
 use crate::usecases::health::{
     CheckDeps, CheckError, HealthPolicy, check_number, open_token, set_health,
 };
@@ -39,9 +40,15 @@ pub const SETUP_LEASE: Duration = Duration::minutes(2);
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerDeps<'a> {
     pub store: &'a dyn NumberStore,
+    pub sessions: &'a dyn SessionStore,
+    pub inbox: &'a dyn InboxStore,
+    pub events: &'a dyn EventStore,
+    pub sender: &'a dyn EventSender,
     pub graph: &'a dyn MetaGraph,
     pub envelope: &'a Envelope,
     pub queue: &'a dyn JobQueue,
+    /// Where partner-event deliveries are queued.
+    pub events_queue: &'a dyn JobQueue,
     pub clock: &'a dyn Clock,
     pub policy: &'a HealthPolicy,
 }
@@ -54,6 +61,24 @@ impl<'a> WorkerDeps<'a> {
             envelope: self.envelope,
             clock: self.clock,
             policy: self.policy,
+            emitter: self.emitter(),
+        }
+    }
+
+    pub fn emitter(&self) -> Emitter<'a> {
+        Emitter {
+            store: self.events,
+            queue: self.events_queue,
+        }
+    }
+
+    pub fn delivery(&self) -> DeliveryDeps<'a> {
+        DeliveryDeps {
+            store: self.events,
+            queue: self.events_queue,
+            sender: self.sender,
+            envelope: self.envelope,
+            clock: self.clock,
         }
     }
 }
@@ -175,6 +200,7 @@ async fn failed(
     stopped.setup.last_error = Some(format!("{step}: {}", e.message));
     set_health(
         deps.store,
+        deps.emitter(),
         deps.policy,
         &stopped,
         HealthStatus::Down,
@@ -274,9 +300,20 @@ pub async fn run_setup(
     n.setup.last_error = None;
     n.setup.retry_after = None;
     let n = save(deps.store, &n, now).await?;
+    let completed_at = n.setup.completed_at.unwrap_or(now);
     let checked = check_number(deps.check(), n).await?;
     let status = checked.number.health.status;
     info!(phone_number_id = %phone, app_id = %app, status = status.as_str(), "setup completed");
+    deps.emitter()
+        .emit(crate::events::Event::new(
+            app.clone(),
+            crate::events::EventType::NumberConnected,
+            &format!("{phone}#{}", completed_at.timestamp_millis()),
+            completed_at,
+            serde_json::json!({ "number": checked.number.api_view() }),
+        ))
+        .await
+        .map_err(|e| SetupError::Retry(format!("number.connected: {e}")))?;
     Ok(SetupOutcome::Completed(status))
 }
 
@@ -494,6 +531,7 @@ async fn owner_must_act(
     let message = message.replace("{id}", n.phone_number_id.as_str());
     set_health(
         deps.store,
+        deps.emitter(),
         deps.policy,
         &waiting,
         HealthStatus::Degraded,

@@ -30,6 +30,7 @@ use url::Url;
 use crate::app::{App, Slug};
 use crate::clock::Clock;
 use crate::crypto::{Envelope, SecretBinding, SecretPurpose};
+use crate::events::{Event, EventType};
 use crate::ids::{SessionId, SignupToken};
 use crate::meta::{AuthCode, GraphError, GraphErrorKind, MetaGraph, TokenFacts, WabaNumber};
 use crate::number::{
@@ -56,6 +57,8 @@ pub struct SignupDeps<'a> {
     pub envelope: &'a Envelope,
     pub queue: &'a dyn JobQueue,
     pub clock: &'a dyn Clock,
+    pub events: &'a dyn crate::ports::EventStore,
+    pub events_queue: &'a dyn JobQueue,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -409,15 +412,73 @@ async fn queue_setup(
     if let Err(e) = deps.queue.enqueue(&job).await {
         warn!(phone_number_id = %phone, error = %e, "setup job not queued; the sweep will re-drive it");
     }
-    let redirect_url = session.redirect_url.with_query(&[
-        ("status", "success"),
-        ("sessionId", session.id.as_str()),
-        ("phoneNumberId", phone.as_str()),
-    ]);
+    let emitter = crate::usecases::events::Emitter {
+        store: deps.events,
+        queue: deps.events_queue,
+    };
+    emitter
+        .emit_logged(Event::new(
+            session.app_id.clone(),
+            EventType::SignupCompleted,
+            session.id.as_str(),
+            session.completed_at.unwrap_or_else(|| deps.clock.now()),
+            serde_json::json!({
+                "sessionId": session.id,
+                "phoneNumberId": phone,
+                "metadata": serde_json::Value::from(session.metadata.clone()),
+            }),
+        ))
+        .await;
+    let redirect_url = signed_redirect(
+        deps.events,
+        deps.envelope,
+        session,
+        &[
+            ("status", "success"),
+            ("sessionId", session.id.as_str()),
+            ("phoneNumberId", phone.as_str()),
+        ],
+    )
+    .await;
     Completed {
         session_id: session.id.clone(),
         phone_number_id: phone,
         redirect_url,
+    }
+}
+
+/// The redirect back to the partner with `params`, plus `signature` (see
+/// [`crate::events::redirect_signature`]) when the App has a webhook endpoint. A secret
+/// that cannot be opened leaves the redirect unsigned (logged): the owner still gets
+/// back, and the partner can confirm through the API.
+pub async fn signed_redirect(
+    events: &dyn crate::ports::EventStore,
+    envelope: &Envelope,
+    session: &SignupSession,
+    params: &[(&str, &str)],
+) -> Url {
+    let endpoint = match events.endpoint(&session.app_id).await {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(error = %e, "redirect left unsigned: endpoint unreadable");
+            None
+        }
+    };
+    let Some(endpoint) = endpoint else {
+        return session.redirect_url.with_query(params);
+    };
+    match crate::usecases::events::open_secret(envelope, &session.app_id, &endpoint.secret).await {
+        Ok(secret) => {
+            use secrecy::ExposeSecret;
+            let sig = crate::events::redirect_signature(secret.expose_secret().as_bytes(), params);
+            let mut all = params.to_vec();
+            all.push(("signature", &sig));
+            session.redirect_url.with_query(&all)
+        }
+        Err(e) => {
+            warn!(error = %e, "redirect left unsigned: endpoint secret unreadable");
+            session.redirect_url.with_query(params)
+        }
     }
 }
 
@@ -733,13 +794,14 @@ fn bounded(
 /// RecordAbandon: keeps the event for the funnel; the token stays usable.
 #[tracing::instrument(skip_all)]
 pub async fn record_abandon(
-    store: &dyn SessionStore,
-    clock: &dyn Clock,
+    deps: SignupDeps<'_>,
     input: AbandonInput,
 ) -> Result<Recorded, SignupError> {
+    let (store, clock) = (deps.sessions, deps.clock);
     let event = input
         .event
-        .ok_or_else(|| invalid("event", "must be FINISH, CANCEL or ERROR"))?;
+        .filter(|e| *e != AbandonEvent::Finish)
+        .ok_or_else(|| invalid("event", "must be CANCEL or ERROR"))?;
     let token = SignupToken::parse(&input.token).ok_or(SignupError::TokenNotFound)?;
     let now = clock.now();
     let abandon = Abandon {
@@ -749,6 +811,7 @@ pub async fn record_abandon(
         error_code: bounded("errorCode", input.error_code, 32)?,
         error_message: bounded("errorMessage", input.error_message, 500)?,
         meta_session_id: bounded("metaSessionId", input.meta_session_id, 128)?,
+        waba_id: None,
     };
     let session = store
         .session_by_token(&token.hash())
@@ -759,18 +822,85 @@ pub async fn record_abandon(
         SessionStatus::Completed => return Err(SignupError::TokenUsed),
         _ => {}
     }
-    if !store.record_abandon(&session.id, &abandon).await? {
+    if store.record_abandon(&session.id, &abandon).await? {
+        let n = session.abandons.len();
+        crate::usecases::events::Emitter {
+            store: deps.events,
+            queue: deps.events_queue,
+        }
+        .emit_logged(Event::new(
+            session.app_id.clone(),
+            EventType::SignupAbandoned,
+            &format!("{}#{n}", session.id),
+            now,
+            serde_json::json!({
+                "sessionId": session.id,
+                "event": if event == AbandonEvent::Cancel { "CANCEL" } else { "ERROR" },
+                "step": abandon.step,
+                "errorCode": abandon.error_code,
+                "errorMessage": abandon.error_message,
+                "metaSessionId": abandon.meta_session_id,
+                "metadata": serde_json::Value::from(session.metadata.clone()),
+            }),
+        ))
+        .await;
+    } else {
         info!(session_id = %session.id, "abandon not recorded (session finished or full)");
     }
-    let status = match event {
-        AbandonEvent::Cancel => "cancelled",
-        AbandonEvent::Error => "error",
+    let status = if event == AbandonEvent::Cancel {
+        "cancelled"
+    } else {
+        "error"
     };
     info!(session_id = %session.id, app_id = %session.app_id, event = status, step = ?abandon.step, "signup abandoned");
     Ok(Recorded {
-        redirect_url: session
-            .redirect_url
-            .with_query(&[("status", status), ("sessionId", session.id.as_str())]),
+        redirect_url: signed_redirect(
+            deps.events,
+            deps.envelope,
+            &session,
+            &[("status", status), ("sessionId", session.id.as_str())],
+        )
+        .await,
         session_id: session.id,
     })
+}
+
+/// RecordFinish: the page saw Meta's flow finish with `waba_id` (it reports this before
+/// it posts the code), so a `PARTNER_ADDED` whose callback never arrives finds this
+/// session. Never fails the owner's flow: an unknown or finished session is ignored.
+#[tracing::instrument(skip_all)]
+pub async fn record_finish(
+    store: &dyn SessionStore,
+    clock: &dyn Clock,
+    token: &str,
+    waba_id: &str,
+) -> Result<(), SignupError> {
+    let waba =
+        WabaId::parse(waba_id).ok_or_else(|| invalid("wabaId", "must be Meta's numeric id"))?;
+    let token = SignupToken::parse(token).ok_or(SignupError::TokenNotFound)?;
+    let now = clock.now();
+    let session = store
+        .session_by_token(&token.hash())
+        .await?
+        .ok_or(SignupError::TokenNotFound)?;
+    match session.status_at(now) {
+        SessionStatus::Expired => return Err(SignupError::TokenExpired),
+        SessionStatus::Completed => return Err(SignupError::TokenUsed),
+        _ => {}
+    }
+    if session.finished_waba() == Some(&waba) {
+        return Ok(());
+    }
+    let finish = Abandon {
+        at: now,
+        event: AbandonEvent::Finish,
+        step: None,
+        error_code: None,
+        error_message: None,
+        meta_session_id: None,
+        waba_id: Some(waba.clone()),
+    };
+    store.record_finish(&session, &finish, &waba).await?;
+    info!(session_id = %session.id, app_id = %session.app_id, waba_id = %waba, "Meta's flow finished in the browser");
+    Ok(())
 }

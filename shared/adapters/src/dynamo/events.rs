@@ -1,0 +1,277 @@
+//! Meta's received changes (the inbox), partner endpoints and events.
+
+use super::*;
+use pipes_core::events::{Endpoint, Event, EventType};
+use pipes_core::ports::{
+    ChangeOutcome, EventPage, EventStore, INBOX_RETENTION, InboxStore, StoredChange,
+};
+use pipes_core::webhooks::InboundChange;
+
+/// The partition listing changes kept for the operator (index gsi2).
+const UNMATCHED: &str = "INBOX#UNMATCHED";
+
+fn change_from(item: &Item) -> Result<StoredChange, StoreError> {
+    let a = Attrs(item);
+    Ok(StoredChange {
+        change: a.json::<InboundChange>("record")?,
+        outcome: a
+            .opt_str("outcome")?
+            .map(|o| from_json::<ChangeOutcome>("outcome", &format!("\"{o}\"")))
+            .transpose()?,
+        note: a.opt_str("note")?.map(str::to_owned),
+        settled_at: a.opt_time("settledAt")?,
+    })
+}
+
+#[async_trait]
+impl InboxStore for DynamoStore {
+    async fn insert_change(&self, change: &InboundChange) -> Result<bool, StoreError> {
+        let item: Item = HashMap::from([
+            ("pk".into(), s(format!("INB#{}", change.id))),
+            ("sk".into(), s("INB")),
+            ("record".into(), s(to_json(change)?)),
+            (
+                "receivedAt".into(),
+                n(change.received_at.timestamp_millis()),
+            ),
+            (
+                "ttl".into(),
+                n((change.received_at + INBOX_RETENTION).timestamp()),
+            ),
+        ]);
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+
+    async fn change(&self, id: &str) -> Result<Option<StoredChange>, StoreError> {
+        self.get(format!("INB#{id}"), "INB")
+            .await?
+            .map(|i| change_from(&i))
+            .transpose()
+    }
+
+    async fn settle_change(
+        &self,
+        id: &str,
+        outcome: ChangeOutcome,
+        note: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("INB#{id}")))
+            .key("sk", s("INB"))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#o", "outcome")
+            .expression_attribute_names("#n", "note")
+            .expression_attribute_names("#at", "settledAt")
+            .expression_attribute_values(":o", s(outcome.as_str()))
+            .expression_attribute_values(":n", s(note))
+            .expression_attribute_values(":at", n(at.timestamp_millis()));
+        update = if outcome == ChangeOutcome::Unmatched {
+            update
+                .update_expression("SET #o = :o, #n = :n, #at = :at, #g = :g, #gs = :gs")
+                .expression_attribute_names("#g", "gsi2pk")
+                .expression_attribute_names("#gs", "gsi2sk")
+                .expression_attribute_values(":g", s(UNMATCHED))
+                .expression_attribute_values(
+                    ":gs",
+                    s(format!("{:015}#{id}", at.timestamp_millis())),
+                )
+        } else {
+            update.update_expression("SET #o = :o, #n = :n, #at = :at")
+        };
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::NotFound("change")),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+
+    async fn unmatched_changes(&self, limit: usize) -> Result<Vec<StoredChange>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi2")
+            .key_condition_expression("#p = :p")
+            .expression_attribute_names("#p", "gsi2pk")
+            .expression_attribute_values(":p", s(UNMATCHED))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        out.items().iter().map(change_from).collect()
+    }
+}
+
+fn event_item(e: &Event) -> Result<Item, StoreError> {
+    Ok(HashMap::from([
+        ("pk".into(), s(format!("EVT#{}", e.app_id))),
+        ("sk".into(), s(format!("EVT#{}", e.id))),
+        ("kind".into(), s(e.kind.as_str())),
+        ("createdAt".into(), n(e.created_at.timestamp_millis())),
+        ("record".into(), s(to_json(e)?)),
+        ("ttl".into(), n(e.expires_at().timestamp())),
+    ]))
+}
+
+#[async_trait]
+impl EventStore for DynamoStore {
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("HOOK#{}", endpoint.app_id)))
+            .item("sk", s("HOOK"))
+            .item("record", s(to_json(endpoint)?))
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(())
+    }
+
+    async fn endpoint(&self, app: &AppId) -> Result<Option<Endpoint>, StoreError> {
+        self.get(format!("HOOK#{app}"), "HOOK")
+            .await?
+            .map(|i| Attrs(&i).json::<Endpoint>("record"))
+            .transpose()
+    }
+
+    async fn delete_endpoint(&self, app: &AppId) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("HOOK#{app}")))
+            .key("sk", s("HOOK"))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(out.attributes.is_some())
+    }
+
+    async fn insert_event(&self, event: &Event) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(event_item(event)?))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+
+    async fn event(&self, app: &AppId, id: &str) -> Result<Option<Event>, StoreError> {
+        self.get(format!("EVT#{app}"), &format!("EVT#{id}"))
+            .await?
+            .map(|i| Attrs(&i).json::<Event>("record"))
+            .transpose()
+    }
+
+    async fn save_delivery(&self, event: &Event) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("EVT#{}", event.app_id)))
+            .key("sk", s(format!("EVT#{}", event.id)))
+            .update_expression("SET #r = :r")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#r", "record")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_values(":r", s(to_json(event)?))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::NotFound("event")),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+
+    async fn list_events(
+        &self,
+        app: &AppId,
+        kind: Option<EventType>,
+        limit: usize,
+        before: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<EventPage, StoreError> {
+        // Newest first by id (ids start with their creation time); the type and the
+        // retention (TTL deletes lazily) are filters, so a page may take several reads.
+        let cutoff = (now - pipes_core::events::RETENTION).timestamp_millis();
+        let upper = match before {
+            Some(id) => format!("EVT#{id}"),
+            None => "EVT#evt_g".to_owned(),
+        };
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#sk", "sk")
+                .expression_attribute_names("#c", "createdAt")
+                .expression_attribute_values(":pk", s(format!("EVT#{app}")))
+                .expression_attribute_values(":lo", s("EVT#evt_"))
+                .expression_attribute_values(":hi", s(upper.clone()))
+                .expression_attribute_values(":cut", n(cutoff))
+                .scan_index_forward(false)
+                .consistent_read(true)
+                .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            q = match kind {
+                Some(k) => q
+                    .filter_expression("#c >= :cut AND #k = :k")
+                    .expression_attribute_names("#k", "kind")
+                    .expression_attribute_values(":k", s(k.as_str())),
+                None => q.filter_expression("#c >= :cut"),
+            };
+            let out = q.send().await.map_err(StoreError::unavailable)?;
+            for item in out.items() {
+                let e = Attrs(item).json::<Event>("record")?;
+                if Some(e.id.as_str()) != before {
+                    events.push(e);
+                }
+            }
+            start = out.last_evaluated_key;
+            if events.len() > limit || start.is_none() {
+                break;
+            }
+        }
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let next_before = more.then(|| events.last().map(|e| e.id.clone())).flatten();
+        Ok(EventPage {
+            events,
+            next_before,
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! Meta's received changes (the inbox), partner endpoints and events.
+
+use super::*;
+use pipes_core::events::{Endpoint, Event, EventType};
+use pipes_core::ports::{ChangeOutcome, EventPage, EventStore, InboxStore, StoredChange};
+use pipes_core::webhooks::InboundChange;
+
+fn change_from_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredChange, StoreError>> {
+    let record: String = r.get(0)?;
+    let outcome: Option<String> = r.get(1)?;
+    let note: Option<String> = r.get(2)?;
+    let settled: Option<i64> = r.get(3)?;
+    Ok((|| {
+        Ok(StoredChange {
+            change: from_json::<InboundChange>("change", &record)?,
+            outcome: outcome
+                .map(|o| from_json::<ChangeOutcome>("outcome", &format!("\"{o}\"")))
+                .transpose()?,
+            note,
+            settled_at: settled.map(time).transpose()?,
+        })
+    })())
+}
+
+const CHANGE_COLUMNS: &str = "record, outcome, note, settled_at";
+
+#[async_trait]
+impl InboxStore for EmbeddedStore {
+    async fn insert_change(&self, change: &InboundChange) -> Result<bool, StoreError> {
+        let record = to_json(change)?;
+        let (id, at) = (change.id.clone(), millis(change.received_at));
+        self.with(move |c| {
+            // Expired changes go first, so an id is recognised for INBOX_RETENTION.
+            let cutoff = at - pipes_core::ports::INBOX_RETENTION.num_milliseconds();
+            c.execute("DELETE FROM inbox WHERE received_at < ?1", [cutoff])
+                .map_err(db_err)?;
+            let n = c
+                .execute(
+                    "INSERT OR IGNORE INTO inbox (id, received_at, record) VALUES (?1, ?2, ?3)",
+                    params![id, at, record],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn change(&self, id: &str) -> Result<Option<StoredChange>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            one(
+                c,
+                &format!("SELECT {CHANGE_COLUMNS} FROM inbox WHERE id = ?1"),
+                [id],
+                change_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn settle_change(
+        &self,
+        id: &str,
+        outcome: ChangeOutcome,
+        note: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (id, note) = (id.to_owned(), note.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE inbox SET outcome = ?2, note = ?3, settled_at = ?4 WHERE id = ?1",
+                params![id, outcome.as_str(), note, millis(at)],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unmatched_changes(&self, limit: usize) -> Result<Vec<StoredChange>, StoreError> {
+        self.with(move |c| {
+            all(
+                c,
+                &format!(
+                    "SELECT {CHANGE_COLUMNS} FROM inbox WHERE outcome = 'unmatched' \
+                     ORDER BY settled_at DESC, id DESC LIMIT ?1"
+                ),
+                [limit as i64],
+                change_from_row,
+            )
+        })
+        .await
+    }
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
+    let record: String = r.get(0)?;
+    Ok(from_json::<Event>("event", &record))
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        let record = to_json(endpoint)?;
+        let app = endpoint.app_id.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO endpoints (app_id, record) VALUES (?1, ?2) \
+                 ON CONFLICT(app_id) DO UPDATE SET record = excluded.record",
+                params![app.as_str(), record],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn endpoint(&self, app: &AppId) -> Result<Option<Endpoint>, StoreError> {
+        let app = app.clone();
+        self.with(move |c| {
+            one(
+                c,
+                "SELECT record FROM endpoints WHERE app_id = ?1",
+                [app.as_str()],
+                |r| {
+                    let record: String = r.get(0)?;
+                    Ok(from_json::<Endpoint>("endpoint", &record))
+                },
+            )
+        })
+        .await
+    }
+
+    async fn delete_endpoint(&self, app: &AppId) -> Result<bool, StoreError> {
+        let app = app.clone();
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM endpoints WHERE app_id = ?1", [app.as_str()])
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn insert_event(&self, event: &Event) -> Result<bool, StoreError> {
+        let record = to_json(event)?;
+        let e = event.clone();
+        self.with(move |c| {
+            let cutoff = millis(e.created_at - pipes_core::events::RETENTION);
+            c.execute(
+                "DELETE FROM events WHERE app_id = ?1 AND created_at < ?2",
+                params![e.app_id.as_str(), cutoff],
+            )
+            .map_err(db_err)?;
+            let n = c
+                .execute(
+                    "INSERT OR IGNORE INTO events (app_id, id, kind, created_at, record) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        e.app_id.as_str(),
+                        e.id,
+                        e.kind.as_str(),
+                        millis(e.created_at),
+                        record
+                    ],
+                )
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn event(&self, app: &AppId, id: &str) -> Result<Option<Event>, StoreError> {
+        let (app, id) = (app.clone(), id.to_owned());
+        self.with(move |c| {
+            one(
+                c,
+                "SELECT record FROM events WHERE app_id = ?1 AND id = ?2",
+                params![app.as_str(), id],
+                event_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn save_delivery(&self, event: &Event) -> Result<(), StoreError> {
+        let record = to_json(event)?;
+        let (app, id) = (event.app_id.clone(), event.id.clone());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE events SET record = ?3 WHERE app_id = ?1 AND id = ?2",
+                params![app.as_str(), id, record],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        app: &AppId,
+        kind: Option<EventType>,
+        limit: usize,
+        before: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<EventPage, StoreError> {
+        let app = app.clone();
+        let kind = kind.map(|k| k.as_str().to_owned());
+        let before = before.unwrap_or("evt_g").to_owned(); // 'g' sorts after every hex id
+        let cutoff = millis(now - pipes_core::events::RETENTION);
+        let mut events = self
+            .with(move |c| {
+                all(
+                    c,
+                    "SELECT record FROM events WHERE app_id = ?1 AND id < ?2 AND created_at >= ?3 \
+                     AND (?4 IS NULL OR kind = ?4) ORDER BY id DESC LIMIT ?5",
+                    params![app.as_str(), before, cutoff, kind, (limit + 1) as i64],
+                    event_from_row,
+                )
+            })
+            .await?;
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let next_before = more.then(|| events.last().map(|e| e.id.clone())).flatten();
+        Ok(EventPage {
+            events,
+            next_before,
+        })
+    }
+}

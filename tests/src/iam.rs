@@ -1230,7 +1230,12 @@ Resources:
         assert!(signup.allows(&seal("something-else")).is_err());
         let decrypt = Call::new("kms:Decrypt", key.clone())
             .with("kms:EncryptionContext:purpose", vec!["pipes-secret".into()]);
-        assert!(signup.allows(&decrypt).is_err(), "signup never decrypts");
+        let sweep = FunctionPolicy::from_template(&t, "HealthSweepFunction", &b).unwrap();
+        assert!(sweep.allows(&decrypt).is_ok());
+        assert!(
+            sweep.allows(&seal("pipes-secret")).is_err(),
+            "the sweep never seals"
+        );
         let issuer = FunctionPolicy::from_template(&t, "TokenIssuerFunction", &b).unwrap();
         assert!(issuer.allows(&seal("pipes-secret")).is_err());
     }

@@ -26,13 +26,23 @@ impl SqsQueue {
 #[async_trait]
 impl JobQueue for SqsQueue {
     async fn enqueue(&self, job: &Job) -> Result<(), QueueError> {
-        self.enqueue_after(job, chrono::Duration::zero()).await
+        self.send(job, 0).await
     }
 
-    async fn enqueue_after(&self, job: &Job, delay: chrono::Duration) -> Result<(), QueueError> {
-        let body = serde_json::to_string(job).map_err(|e| QueueError(Box::new(e)))?;
+    async fn enqueue_at(
+        &self,
+        job: &Job,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), QueueError> {
         // SQS delays at most 900 s; longer waits are the job's own `notBefore`.
-        let delay = i32::try_from(delay.num_seconds().clamp(0, 900)).unwrap_or(900);
+        let delay = (at - chrono::Utc::now()).num_seconds().clamp(0, 900);
+        self.send(job, i32::try_from(delay).unwrap_or(900)).await
+    }
+}
+
+impl SqsQueue {
+    async fn send(&self, job: &Job, delay: i32) -> Result<(), QueueError> {
+        let body = serde_json::to_string(job).map_err(|e| QueueError(Box::new(e)))?;
         let mut send = self
             .client
             .send_message()

@@ -61,7 +61,11 @@ pub struct QueueError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 #[async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {
     async fn enqueue(&self, job: &Job) -> Result<(), QueueError>;
-    /// Queues a job that becomes visible after `delay` (at most 15 minutes: SQS's
-    /// limit; longer waits are the job's own `notBefore`).
-    async fn enqueue_after(&self, job: &Job, delay: chrono::Duration) -> Result<(), QueueError>;
+    /// Queues a job that becomes visible at `at` (by the platform's clock) or, on SQS,
+    /// after at most 15 minutes (its limit; longer waits are the job's own `notBefore`).
+    async fn enqueue_at(
+        &self,
+        job: &Job,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), QueueError>;
 }

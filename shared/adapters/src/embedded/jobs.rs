@@ -37,13 +37,11 @@ pub struct EventLane(pub EmbeddedStore);
 #[async_trait]
 impl JobQueue for EventLane {
     async fn enqueue(&self, job: &Job) -> Result<(), QueueError> {
-        self.0
-            .push(Lane::Events, job, chrono::Duration::zero())
-            .await
+        self.0.push(Lane::Events, job, None).await
     }
 
-    async fn enqueue_after(&self, job: &Job, delay: chrono::Duration) -> Result<(), QueueError> {
-        self.0.push(Lane::Events, job, delay).await
+    async fn enqueue_at(&self, job: &Job, at: DateTime<Utc>) -> Result<(), QueueError> {
+        self.0.push(Lane::Events, job, Some(at)).await
     }
 }
 
@@ -158,24 +156,26 @@ impl EmbeddedStore {
 #[async_trait]
 impl JobQueue for EmbeddedStore {
     async fn enqueue(&self, job: &Job) -> Result<(), QueueError> {
-        self.push(Lane::Work, job, chrono::Duration::zero()).await
+        self.push(Lane::Work, job, None).await
     }
 
-    async fn enqueue_after(&self, job: &Job, delay: chrono::Duration) -> Result<(), QueueError> {
-        self.push(Lane::Work, job, delay).await
+    async fn enqueue_at(&self, job: &Job, at: DateTime<Utc>) -> Result<(), QueueError> {
+        self.push(Lane::Work, job, Some(at)).await
     }
 }
 
 impl EmbeddedStore {
-    async fn push(&self, lane: Lane, job: &Job, delay: chrono::Duration) -> Result<(), QueueError> {
+    /// Queues `job` in `lane`, visible from `at` (the platform clock's time) or at once.
+    async fn push(
+        &self,
+        lane: Lane,
+        job: &Job,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), QueueError> {
         let lane = lane.as_str();
         let body = serde_json::to_string(job).map_err(|e| QueueError(Box::new(e)))?;
         let now = Utc::now().timestamp_millis();
-        let visible = if delay > chrono::Duration::zero() {
-            now + delay.num_milliseconds()
-        } else {
-            0
-        };
+        let visible = at.map_or(0, millis);
         self.with(move |c| {
             c.execute(
                 "INSERT INTO jobs (body, visible_at, created_at, lane) VALUES (?1, ?3, ?2, ?4)",

@@ -158,7 +158,7 @@ pub async fn deliver(
         };
         return deps
             .queue
-            .enqueue_after(&job, (at - now).min(MAX_QUEUE_DELAY))
+            .enqueue_at(&job, at.min(now + MAX_QUEUE_DELAY))
             .await
             .map_err(|_| DeliveryError::Queue);
     }
@@ -213,7 +213,7 @@ pub async fn deliver(
                 not_before: Some(at),
             };
             deps.queue
-                .enqueue_after(&job, (at - now).min(MAX_QUEUE_DELAY))
+                .enqueue_at(&job, at.min(now + MAX_QUEUE_DELAY))
                 .await
                 .map_err(|_| DeliveryError::Queue)?;
             warn!(status = ?result.status, detail = ?result.detail, next = %at, "event delivery failed; will retry");

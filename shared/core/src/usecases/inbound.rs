@@ -111,15 +111,12 @@ pub async fn receive_delivery(
             let job = Job::Inbound {
                 change_id: change.id.clone(),
             };
-            let delay = if is_partner_added(change) {
-                INTERRUPT_GRACE
+            let queued = if is_partner_added(change) {
+                deps.queue.enqueue_at(&job, now + INTERRUPT_GRACE).await
             } else {
-                Duration::zero()
+                deps.queue.enqueue(&job).await
             };
-            deps.queue
-                .enqueue_after(&job, delay)
-                .await
-                .map_err(|e| ReceiveError::Unavailable(e.to_string()))?;
+            queued.map_err(|e| ReceiveError::Unavailable(e.to_string()))?;
         }
     }
     info!(
@@ -252,8 +249,10 @@ async fn apply_health(
     message: &str,
 ) -> Result<bool, StoreError> {
     for _ in 0..3 {
+        // Meta's times are whole seconds: only a change from an earlier second than the
+        // number's last status change is older than it.
         if !number.is_live()
-            || happened_at < number.health.since
+            || happened_at.timestamp() < number.health.since.timestamp()
             || (number.health.status == status && number.health.reason == Some(reason))
         {
             return Ok(false);

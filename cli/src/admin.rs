@@ -32,6 +32,10 @@ pub enum AppsCommand {
     /// Create, list or revoke an App's keys (rotation: create the new, deploy, revoke the old).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The App's webhook endpoint: set (the secret is printed once), show, rotate the
+    /// secret, send a test ping, remove, and list recent events.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Print a single-use login link to the App's dashboard (valid 15 minutes).
     LoginLink {
         #[command(flatten)]
@@ -74,6 +78,168 @@ pub enum KeysCommand {
         #[arg(long)]
         key_id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Register (or move) the endpoint; a new endpoint's secret is printed once.
+    Set {
+        #[command(flatten)]
+        app: AppRef,
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        #[command(flatten)]
+        app: AppRef,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new secret (printed once); the old one keeps signing for 24 hours.
+    RotateSecret {
+        #[command(flatten)]
+        app: AppRef,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a `ping` event to the endpoint.
+    Test {
+        #[command(flatten)]
+        app: AppRef,
+    },
+    Remove {
+        #[command(flatten)]
+        app: AppRef,
+    },
+    /// The App's recent events, newest first, with their delivery status.
+    Events {
+        #[command(flatten)]
+        app: AppRef,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `pipes apps webhook ...` (needs the envelope and the events queue, not only the store).
+pub async fn run_webhook(
+    cmd: WebhookCommand,
+    store: &dyn Store,
+    queue: &dyn pipes_core::queue::JobQueue,
+    envelope: &pipes_core::crypto::Envelope,
+    local: bool,
+) -> anyhow::Result<()> {
+    use pipes_core::usecases::events::{self as ev, EndpointDeps};
+    use secrecy::ExposeSecret;
+    let deps = EndpointDeps {
+        store,
+        queue,
+        envelope,
+        clock: &SystemClock,
+        // The embedded store is the developer's machine: plain http to localhost is fine.
+        allow_local_http: local,
+    };
+    let show = |e: &pipes_core::events::Endpoint, secret: Option<&str>, json: bool| {
+        if json {
+            print_json(&json!({
+                "url": e.url.as_str(), "createdAt": e.created_at.to_rfc3339(),
+                "failingSince": e.failing_since.map(|t| t.to_rfc3339()), "secret": secret,
+            }));
+        } else {
+            println!("url:     {}", e.url.as_str());
+            if let Some(t) = e.failing_since {
+                println!(
+                    "failing: since {} (an event failed every retry)",
+                    t.to_rfc3339()
+                );
+            }
+            if let Some(s) = secret {
+                println!("secret:  {s}  (shown once: store it now)");
+            }
+        }
+    };
+    match cmd {
+        WebhookCommand::Set { app, url, json } => {
+            let app = admin::find_app(store, &app.app).await?;
+            let (e, secret) = ev::put_endpoint(deps, &app.id, &url).await?;
+            show(&e, secret.as_ref().map(|s| s.expose_secret()), json);
+        }
+        WebhookCommand::Show { app, json } => {
+            let app = admin::find_app(store, &app.app).await?;
+            let e = store
+                .endpoint(&app.id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the App has no webhook endpoint"))?;
+            show(&e, None, json);
+        }
+        WebhookCommand::RotateSecret { app, json } => {
+            let app = admin::find_app(store, &app.app).await?;
+            let (e, secret) = ev::rotate_secret(deps, &app.id).await?;
+            show(&e, Some(secret.expose_secret()), json);
+        }
+        WebhookCommand::Test { app } => {
+            let app = admin::find_app(store, &app.app).await?;
+            let e = ev::send_ping(deps, &app.id).await?;
+            println!("queued {}", e.id);
+        }
+        WebhookCommand::Remove { app } => {
+            let app = admin::find_app(store, &app.app).await?;
+            if !store.delete_endpoint(&app.id).await? {
+                anyhow::bail!("the App has no webhook endpoint");
+            }
+            println!("removed");
+        }
+        WebhookCommand::Events { app, limit, json } => {
+            let app = admin::find_app(store, &app.app).await?;
+            let page = store
+                .list_events(&app.id, None, limit.clamp(1, 100), None, SystemClock.now())
+                .await?;
+            if json {
+                let list: Vec<_> = page
+                    .events
+                    .iter()
+                    .map(|e| ev::event_view(e, true))
+                    .collect();
+                print_json(&json!({ "events": list }));
+            } else {
+                for e in page.events {
+                    println!(
+                        "{}  {}  {:<22}  {} ({} attempts)",
+                        e.id,
+                        e.created_at.to_rfc3339(),
+                        e.kind.as_str(),
+                        e.delivery.as_str(),
+                        e.attempts.len()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `pipes meta-changes`: Meta's webhook changes that named nothing of ours (kept for the
+/// operator), newest first.
+pub async fn unmatched_changes(store: &dyn Store, limit: usize, json: bool) -> anyhow::Result<()> {
+    let kept = store.unmatched_changes(limit.clamp(1, 1000)).await?;
+    if json {
+        print_json(&serde_json::to_value(&kept)?);
+    } else {
+        for c in kept {
+            println!(
+                "{}  {}  {}  entry {}  {}",
+                c.change.id,
+                c.change.received_at.to_rfc3339(),
+                c.change.field,
+                c.change.entry_id,
+                c.note.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -179,6 +345,7 @@ pub async fn run(cmd: AppsCommand, store: &dyn Store) -> anyhow::Result<()> {
                 );
             }
         }
+        AppsCommand::Webhook(_) => anyhow::bail!("webhook commands run through run_webhook"),
         AppsCommand::Keys(KeysCommand::Revoke { app, key_id }) => {
             let app = admin::find_app(store, &app.app).await?;
             admin::revoke_key(store, now, &app, &key_id).await?;

@@ -51,6 +51,13 @@ enum Command {
     Apps(admin::AppsCommand),
     /// Run one health sweep now (embedded store, or --table).
     Sweep(sweep::SweepArgs),
+    /// Meta's webhook changes that named no WABA, number or signup of ours.
+    MetaChanges {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logs(default: &str) {
@@ -79,6 +86,28 @@ async fn main() -> ExitCode {
         Command::Sweep(args) => {
             init_logs("warn");
             sweep::run(args, &cli.store).await
+        }
+        Command::Apps(admin::AppsCommand::Webhook(cmd)) => {
+            init_logs("warn");
+            match pipes_adapters::root::admin_endpoints(
+                cli.store.table.as_deref(),
+                &cli.store.data_dir,
+            )
+            .await
+            {
+                Ok((store, queue, envelope)) => {
+                    let local = cli.store.table.is_none();
+                    admin::run_webhook(cmd, &*store, &*queue, &envelope, local).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::MetaChanges { limit, json } => {
+            init_logs("warn");
+            match cli.store.open().await {
+                Ok(store) => admin::unmatched_changes(&*store, limit, json).await,
+                Err(e) => Err(e),
+            }
         }
         Command::Apps(cmd) => {
             init_logs("warn");

@@ -473,3 +473,168 @@ async fn the_lifecycle_on_pipes_dev_signup_healthy_revoke_sweep_down_remove() {
     assert_eq!(res.status(), 204);
     assert_eq!(number(client.clone()).await["health"]["status"], "removed");
 }
+
+/// Events under `pipes dev`, as a developer sees them: the endpoint set with `pipes apps
+/// webhook set`, the sandbox sending a signed Meta webhook, the number going down, and
+/// the partner's endpoint (on loopback) receiving the signed event. Prints how long
+/// each step took (figures for docs/PERFORMANCE.md; nothing here asserts a time).
+#[tokio::test]
+async fn meta_webhooks_and_partner_events_run_end_to_end_under_pipes_dev() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let server = DevServer::start(dir.path());
+    let key = server.demo_key.clone().unwrap();
+    assert!(
+        server
+            .lines
+            .iter()
+            .any(|l| l.starts_with("webhook verify token for this run: ")),
+        "{:?}",
+        server.lines
+    );
+
+    // The partner's endpoint.
+    let got: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
+    let seen = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                seen.lock().unwrap().push((Instant::now(), v));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let set = stdout_json(&pipes(
+        &[
+            "apps", "webhook", "set", "--app", "demo", "--url", &hook, "--json",
+        ],
+        dir.path(),
+    ));
+    assert!(set["secret"].as_str().unwrap().starts_with("whsec_"));
+
+    // A number connected through the sandbox.
+    let base = &server.base;
+    let token: Value = issue(&client, base, &key).await.json().await.unwrap();
+    let signup: Value = client
+        .post(format!("{base}/sandbox/signups"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let done = client
+        .post(format!("{base}/v1/signup/callback"))
+        .json(
+            &json!({"token": token["token"], "event": "FINISH", "code": signup["code"],
+            "wabaId": signup["wabaId"], "phoneNumberId": signup["phoneNumberId"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let phone = signup["phoneNumberId"].as_str().unwrap();
+    let status = || async {
+        let n: Value = client
+            .get(format!("{base}/v1/numbers/{phone}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        n["health"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status().await != "healthy" {
+        assert!(Instant::now() < deadline, "the setup never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Meta (the sandbox) says the business removed our access.
+    let sent = Instant::now();
+    let res: Value = client
+        .post(format!("{base}/sandbox/webhooks"))
+        .json(&json!({"field": "account_update", "entryId": signup["wabaId"],
+            "value": {"event": "PARTNER_REMOVED", "waba_info": {"waba_id": signup["wabaId"], "owner_business_id": "1"}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(res["status"], 200, "{res}");
+    while status().await != "down" {
+        assert!(Instant::now() < deadline, "the number never went down");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let down_after = sent.elapsed();
+    let received = loop {
+        let hit = got.lock().unwrap().iter().find_map(|(at, v)| {
+            (v["type"] == "number.health_changed" && v["data"]["to"] == "down").then_some(*at)
+        });
+        if let Some(at) = hit {
+            break at;
+        }
+        assert!(Instant::now() < deadline, "the event never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!(
+        "pipes dev: signed account_update -> number down (as the API shows it) in {} ms; \
+         -> number.health_changed at the partner's endpoint in {} ms",
+        down_after.as_millis(),
+        received.duration_since(sent).as_millis()
+    );
+    let events = stdout_json(&pipes(
+        &["apps", "webhook", "events", "--app", "demo", "--json"],
+        dir.path(),
+    ));
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "signup.completed",
+        "number.connected",
+        "number.health_changed",
+    ] {
+        assert!(kinds.contains(&kind), "{kind}: {kinds:?}");
+    }
+    // A change naming nothing of ours is kept for the operator.
+    client
+        .post(format!("{base}/sandbox/webhooks"))
+        .json(&json!({"field": "account_update", "entryId": "4242", "value": {"event": "ACCOUNT_DELETED"}}))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = pipes(&["meta-changes", "--json"], dir.path());
+        let kept = stdout_json(&out);
+        if kept
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["change"]["entryId"] == "4242")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not kept: {kept}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -134,6 +134,40 @@ pub fn local(
     Ok((platform, store))
 }
 
+/// What the admin commands need to manage an App's webhook endpoint: the store, the
+/// events queue (a test ping) and the envelope (its secret is sealed like every
+/// secret). AWS: `KMS_KEY_ID` and `EVENTS_QUEUE_URL` from the environment.
+pub async fn admin_endpoints(
+    table: Option<&str>,
+    data_dir: &Path,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn JobQueue>, Envelope)> {
+    Ok(match table {
+        Some(table) => {
+            let conf = config::aws().await;
+            let storage = Storage::aws(
+                &conf,
+                table,
+                &config::optional("SETUP_QUEUE_URL").unwrap_or_default(),
+                &config::required("EVENTS_QUEUE_URL")?,
+                &config::required("KMS_KEY_ID")?,
+            );
+            (
+                storage.store,
+                storage.events_queue,
+                Envelope::new(storage.keys),
+            )
+        }
+        None => {
+            let (storage, _) = Storage::local(data_dir)?;
+            (
+                storage.store,
+                storage.events_queue,
+                Envelope::new(storage.keys),
+            )
+        }
+    })
+}
+
 /// The store alone, for the admin commands: DynamoDB when `table` is given (standard
 /// AWS environment), else the embedded store in `data_dir`.
 pub async fn admin_store(table: Option<&str>, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {

@@ -196,6 +196,59 @@ async fn the_bootstrap_signs_an_owner_in_and_serves_the_pages() {
         assert_eq!(status, 200, "{path}: {body}");
         assert!(body.contains(&signup.phone_number_id), "{path}: {body}");
     }
+    // The Webhooks page: set the endpoint (a sealed secret), rotate, test, redeliver.
+    let set = event(
+        "post-create-key.json",
+        &[
+            (SAMPLE_COOKIE, &cookie),
+            (
+                "csrf=SAMPLE_CSRF",
+                &format!("csrf={csrf}&url=https%3A%2F%2Fpartner.example%2Fhooks"),
+            ),
+            ("/dashboard/keys", "/dashboard/webhooks"),
+        ],
+    );
+    let (status, _, _, html) = response(lambda.invoke(set).await);
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("id=\"new-secret\""), "{html}");
+    let post_to = |path: &str| {
+        event(
+            "post-create-key.json",
+            &[
+                (SAMPLE_COOKIE, &cookie),
+                ("SAMPLE_CSRF", &csrf),
+                ("/dashboard/keys", path),
+            ],
+        )
+    };
+    let (status, _, _, html) = response(lambda.invoke(post_to("/dashboard/webhooks/rotate")).await);
+    assert_eq!(status, 200, "{html}");
+    let (status, _, _, body) = response(lambda.invoke(post_to("/dashboard/webhooks/test")).await);
+    assert_eq!(status, 303, "{body}");
+    let page = event(
+        "get-dashboard.json",
+        &[
+            (SAMPLE_COOKIE, &cookie),
+            ("\"/dashboard\"", "\"/dashboard/webhooks\""),
+        ],
+    );
+    let (status, _, _, html) = response(lambda.invoke(page).await);
+    assert_eq!(status, 200, "{html}");
+    let id = html
+        .split("/dashboard/events/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let (status, _, _, body) = response(
+        lambda
+            .invoke(post_to(&format!("/dashboard/events/{id}/redeliver")))
+            .await,
+    );
+    assert_eq!(status, 303, "{body}");
+    let (status, _, _, body) = response(lambda.invoke(post_to("/dashboard/webhooks/remove")).await);
+    assert_eq!(status, 303, "{body}");
+
     // Add Number, Reconnect, Remove and logout: every other write the pages make.
     let post = |path: &str| {
         event(

@@ -5,6 +5,9 @@
 //! use cases as the API. Every state-changing request needs the session's CSRF token
 //! (form field `csrf` or header `X-CSRF-Token`) and a same-origin `Origin`.
 
+#[path = "dashboard_webhooks.rs"]
+mod webhooks;
+
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -50,6 +53,7 @@ pub(crate) fn routes() -> Router<Platform> {
         .route("/dashboard/signups", get(signups_page))
         .route("/dashboard/keys/{id}/revoke", post(revoke_key))
         .route("/dashboard/logout", post(logout))
+        .merge(webhooks::routes())
 }
 
 const DASHBOARD_JS: &str = include_str!("dashboard.js");
@@ -378,7 +382,7 @@ async fn signin_help() -> Response {
 fn header_html(app: &App, csrf: &str) -> String {
     format!(
         "<header><div><strong>{}</strong> <span class=\"muted\">({})</span></div>\
-         <nav aria-label=\"Dashboard\"><a href=\"/dashboard\">Numbers</a><a href=\"/dashboard/signups\">Signups</a><a href=\"/dashboard/keys\">Keys</a></nav>\
+         <nav aria-label=\"Dashboard\"><a href=\"/dashboard\">Numbers</a><a href=\"/dashboard/signups\">Signups</a><a href=\"/dashboard/keys\">Keys</a><a href=\"/dashboard/webhooks\">Webhooks</a></nav>\
          <form class=\"inline\" method=\"post\" action=\"/dashboard/logout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <button class=\"secondary\" type=\"submit\">Sign out</button></form></header>",

@@ -15,6 +15,100 @@ on_both_stores! {
     add_number_runs_the_hosted_page_and_comes_back => add_number;
     keys_are_created_once_shown_and_revoked => keys;
     the_signups_page_shows_the_funnel => signups_funnel;
+    the_webhooks_page_sets_rotates_tests_and_removes_the_endpoint => webhooks_page;
+}
+
+async fn webhooks_page(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    let (cookie, csrf) = signed_in(&t).await;
+    let empty = html(&get(&t, "/dashboard/webhooks", Some(&cookie)).await);
+    assert!(empty.contains("id=\"no-endpoint\""), "{empty}");
+    // Without the CSRF token or from elsewhere: refused, nothing set.
+    let form = format!("url={}", urlencoding("https://partner.example/hooks"));
+    let refused = post_form(&t, "/dashboard/webhooks", &cookie, &form, Some(BASE_URL)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let form = format!(
+        "csrf={csrf}&url={}",
+        urlencoding("https://partner.example/hooks")
+    );
+    let elsewhere = post_form(
+        &t,
+        "/dashboard/webhooks",
+        &cookie,
+        &form,
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(elsewhere.status, StatusCode::FORBIDDEN);
+    assert!(t.store.endpoint(&t.app.id).await.unwrap().is_none());
+    // A bad URL is explained; a good one shows the secret once.
+    let bad = format!("csrf={csrf}&url={}", urlencoding("ftp://partner.example"));
+    let res = post_form(&t, "/dashboard/webhooks", &cookie, &bad, Some(BASE_URL)).await;
+    assert!(html(&res).contains("id=\"problem\""));
+    let res = post_form(&t, "/dashboard/webhooks", &cookie, &form, Some(BASE_URL)).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let page = html(&res);
+    assert!(
+        page.contains("id=\"new-secret\"") && page.contains("whsec_"),
+        "{page}"
+    );
+    let again = html(&get(&t, "/dashboard/webhooks", Some(&cookie)).await);
+    assert!(!again.contains("whsec_"), "the secret is shown once");
+    assert!(again.contains("https://partner.example/hooks"));
+    let rotated = post_form(
+        &t,
+        "/dashboard/webhooks/rotate",
+        &cookie,
+        &format!("csrf={csrf}"),
+        Some(BASE_URL),
+    )
+    .await;
+    assert!(html(&rotated).contains("whsec_"));
+    let tested = post_form(
+        &t,
+        "/dashboard/webhooks/test",
+        &cookie,
+        &format!("csrf={csrf}"),
+        Some(BASE_URL),
+    )
+    .await;
+    assert_eq!(tested.status, StatusCode::SEE_OTHER);
+    let listed = html(&get(&t, "/dashboard/webhooks", Some(&cookie)).await);
+    assert!(listed.contains("<td>ping</td>"), "{listed}");
+    let id = listed
+        .split("/dashboard/events/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let redelivered = post_form(
+        &t,
+        &format!("/dashboard/events/{id}/redeliver"),
+        &cookie,
+        &format!("csrf={csrf}"),
+        Some(BASE_URL),
+    )
+    .await;
+    assert_eq!(redelivered.status, StatusCode::SEE_OTHER);
+    let missing = post_form(
+        &t,
+        "/dashboard/events/evt_000000000000aaaaaaaaaaaaaaaaaaaa/redeliver",
+        &cookie,
+        &format!("csrf={csrf}"),
+        Some(BASE_URL),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let removed = post_form(
+        &t,
+        "/dashboard/webhooks/remove",
+        &cookie,
+        &format!("csrf={csrf}"),
+        Some(BASE_URL),
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER);
+    assert!(t.store.endpoint(&t.app.id).await.unwrap().is_none());
 }
 
 async fn login_url(t: &TestApp) -> String {

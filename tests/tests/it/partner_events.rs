@@ -610,3 +610,40 @@ async fn signed_redirect(backend: Backend) {
         pipes_core::events::redirect_signature(secret.as_bytes(), &forged)
     );
 }
+
+/// The README's verification snippet, run as a partner would run it, against a real
+/// signature: it accepts the delivery, and refuses another secret, a changed body and a
+/// replay older than 5 minutes.
+#[test]
+fn the_readme_verification_example_works() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .unwrap();
+    let snippet = readme
+        .split("<!-- verify:start -->")
+        .nth(1)
+        .and_then(|r| r.split("<!-- verify:end -->").next())
+        .unwrap()
+        .replace("```python", "")
+        .replace("```", "");
+    assert!(snippet.lines().filter(|l| !l.trim().is_empty()).count() <= 10);
+    let now = chrono::Utc::now().timestamp();
+    let body = br#"{"id":"evt_1","type":"ping"}"#;
+    let fresh = pipes_core::events::signature_header(&[b"whsec_a", b"whsec_b"], now, body);
+    let stale = pipes_core::events::signature_header(&[b"whsec_a"], now - 301, body);
+    let script = format!(
+        "{snippet}\nbody = {body:?}.encode()\n\
+         print(verify('whsec_a', {fresh:?}, body), verify('whsec_b', {fresh:?}, body), \
+         verify('whsec_c', {fresh:?}, body), verify('whsec_a', {fresh:?}, body + b' '), \
+         verify('whsec_a', {stale:?}, body), verify('whsec_a', 'v1=00', body))",
+        body = String::from_utf8_lossy(body),
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 (scripts/test needs it for moto)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "True True False False False False"
+    );
+}

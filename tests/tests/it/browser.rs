@@ -282,6 +282,51 @@ async fn script_meta(c: &Client, code: Option<&str>, message: Option<serde_json:
     .unwrap();
 }
 
+/// Meta's FINISH reaches the page but the code never does (the owner closed the window
+/// at that moment): the page has already reported the WABA, so Meta's `PARTNER_ADDED`
+/// finds this signup, marks it interrupted, and the page says so on the next visit.
+#[tokio::test]
+async fn the_page_reports_metas_finish_so_an_interrupted_signup_is_caught() {
+    let Some(d) = driver().await else { return };
+    let c = &d.client;
+    let (t, _, session_id) = open_signup_page(c).await;
+    let s = t.sandbox_signup();
+    script_meta(c, None, Some(meta_message("es-finish.json", &s))).await;
+    click(c, "connect").await;
+    let mut reported = serde_json::Value::Null;
+    for _ in 0..100 {
+        reported = t.get_session(&session_id).await.json();
+        if reported["wabaId"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reported["wabaId"], s.waba_id.as_str(), "{reported}");
+    assert_eq!(reported["abandons"][0]["event"], "FINISH");
+    let added = json!({"object": "whatsapp_business_account", "entry": [{
+        "id": "35602282435505", "time": chrono::Utc::now().timestamp(),
+        "changes": [{"field": "account_update", "value": {"event": "PARTNER_ADDED",
+            "waba_info": {"waba_id": s.waba_id, "owner_business_id": s.business_id}}}]}]});
+    assert_eq!(t.meta_webhook(&added).await.status, 200);
+    t.clock
+        .advance(pipes_core::usecases::inbound::INTERRUPT_GRACE + chrono::Duration::seconds(1));
+    t.run_jobs().await;
+    assert_eq!(
+        t.get_session(&session_id).await.json()["status"],
+        "interrupted"
+    );
+    c.refresh().await.unwrap();
+    let notice = c
+        .find(Locator::Id("interrupted"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(notice.contains("once more"), "{notice}");
+    c.clone().close().await.unwrap();
+}
+
 #[tokio::test]
 async fn metas_documented_finish_and_cancel_messages_drive_the_page() {
     use pipes_sandbox::{Scenario, SignupRequest};

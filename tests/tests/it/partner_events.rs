@@ -616,8 +616,8 @@ async fn signed_redirect(backend: Backend) {
 /// replay older than 5 minutes.
 #[test]
 fn the_readme_verification_example_works() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let snippet = readme
         .split("<!-- verify:start -->")
         .nth(1)
@@ -641,7 +641,11 @@ fn the_readme_verification_example_works() {
         .args(["-c", &script])
         .output()
         .expect("python3 (scripts/test needs it for moto)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "True True False False False False"

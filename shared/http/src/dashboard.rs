@@ -942,6 +942,14 @@ async fn signups_page(State(p): State<Platform>, owner: Owner) -> Response {
         "<p class=\"muted\">{} still open or failed, {} expired.</p>",
         funnel.open, funnel.expired
     );
+    if funnel.interrupted > 0 {
+        let _ = write!(
+            body,
+            "<p class=\"banner\" id=\"interrupted\">{} finished Meta's flow but never came back \
+             (window closed): their owners open the same link once more to finish.</p>",
+            funnel.interrupted
+        );
+    }
     if !funnel.cancels_by_step.is_empty() {
         body.push_str("<h2>Cancelled at</h2><ul id=\"cancels\">");
         for (step, count) in &funnel.cancels_by_step {

@@ -95,7 +95,7 @@ async fn webhooks_html(
     if let Some(m) = problem {
         let _ = write!(
             body,
-            "<p class=\"error\" id=\"problem\" role=\"alert\">{}</p>",
+            "<p class=\"banner\" id=\"problem\" role=\"alert\">{}</p>",
             escape(m)
         );
     }
@@ -112,7 +112,7 @@ async fn webhooks_html(
             if let Some(t) = e.failing_since {
                 let _ = write!(
                     body,
-                    "<p class=\"error\" id=\"failing\">An event failed every retry (since {}): check the endpoint, then redeliver.</p>",
+                    "<p class=\"banner\" id=\"failing\">An event failed every retry (since {}): check the endpoint, then redeliver.</p>",
                     escape(&rfc3339(t))
                 );
             }

@@ -43,6 +43,7 @@ button{font:inherit;border:0;border-radius:8px;padding:12px 20px;background:#187
 button:disabled{opacity:.5;cursor:default}\
 .secondary{background:#e4e6eb;color:#1c1e21}\
 .sandbox{background:#fff4ce;border:1px solid #e0c45c;border-radius:8px;padding:8px 12px;font-size:14px}\
+.notice{background:#e7f3ff;border:1px solid #1877f2;border-radius:8px;padding:8px 12px;font-size:15px}\
 .muted{color:#65676b;font-size:14px}";
 
 /// The page shell: title, style and body.

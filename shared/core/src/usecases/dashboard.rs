@@ -229,6 +229,8 @@ pub struct Funnel {
     /// Still usable (pending or completing) or failed.
     pub open: usize,
     pub expired: usize,
+    /// Meta finished but our callback never arrived (open again to finish).
+    pub interrupted: usize,
     /// Cancels by Meta's `current_step` (`unknown` when none was given).
     pub cancels_by_step: std::collections::BTreeMap<String, usize>,
 }
@@ -267,6 +269,10 @@ pub async fn signups(
         match s.status_at(now) {
             SessionStatus::Completed => f.completed += 1,
             SessionStatus::Expired => f.expired += 1,
+            SessionStatus::Interrupted => {
+                f.interrupted += 1;
+                f.open += 1;
+            }
             _ => f.open += 1,
         }
     }

@@ -409,6 +409,20 @@ pub struct EventPage {
     pub next_before: Option<String>,
 }
 
+impl EventPage {
+    /// A page from a read of up to `limit + 1` events: the extra one only says that
+    /// another page exists.
+    pub fn from_overfetch(mut events: Vec<Event>, limit: usize) -> Self {
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let next_before = more.then(|| events.last().map(|e| e.id.clone())).flatten();
+        Self {
+            events,
+            next_before,
+        }
+    }
+}
+
 /// Partner endpoints and their events.
 #[async_trait]
 pub trait EventStore: Send + Sync + std::fmt::Debug {

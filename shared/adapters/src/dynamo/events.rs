@@ -39,20 +39,7 @@ impl InboxStore for DynamoStore {
                 n((change.received_at + INBOX_RETENTION).timestamp()),
             ),
         ]);
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", "pk")
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(StoreError::unavailable(e)),
-        }
+        self.put_new(item).await
     }
 
     async fn change(&self, id: &str) -> Result<Option<StoredChange>, StoreError> {
@@ -132,6 +119,26 @@ fn event_item(e: &Event) -> Result<Item, StoreError> {
     ]))
 }
 
+impl DynamoStore {
+    /// Puts an item that must not exist yet; `false` when it does (nothing written).
+    async fn put_new(&self, item: Item) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+}
+
 #[async_trait]
 impl EventStore for DynamoStore {
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
@@ -169,20 +176,7 @@ impl EventStore for DynamoStore {
     }
 
     async fn insert_event(&self, event: &Event) -> Result<bool, StoreError> {
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(event_item(event)?))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", "pk")
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(StoreError::unavailable(e)),
-        }
+        self.put_new(event_item(event)?).await
     }
 
     async fn event(&self, app: &AppId, id: &str) -> Result<Option<Event>, StoreError> {
@@ -266,12 +260,6 @@ impl EventStore for DynamoStore {
                 break;
             }
         }
-        let more = events.len() > limit;
-        events.truncate(limit);
-        let next_before = more.then(|| events.last().map(|e| e.id.clone())).flatten();
-        Ok(EventPage {
-            events,
-            next_before,
-        })
+        Ok(EventPage::from_overfetch(events, limit))
     }
 }

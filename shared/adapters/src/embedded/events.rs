@@ -209,7 +209,7 @@ impl EventStore for EmbeddedStore {
         let kind = kind.map(|k| k.as_str().to_owned());
         let before = before.unwrap_or("evt_g").to_owned(); // 'g' sorts after every hex id
         let cutoff = millis(now - pipes_core::events::RETENTION);
-        let mut events = self
+        let events = self
             .with(move |c| {
                 all(
                     c,
@@ -220,12 +220,6 @@ impl EventStore for EmbeddedStore {
                 )
             })
             .await?;
-        let more = events.len() > limit;
-        events.truncate(limit);
-        let next_before = more.then(|| events.last().map(|e| e.id.clone())).flatten();
-        Ok(EventPage {
-            events,
-            next_before,
-        })
+        Ok(EventPage::from_overfetch(events, limit))
     }
 }

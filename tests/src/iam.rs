@@ -1238,5 +1238,15 @@ Resources:
         );
         let issuer = FunctionPolicy::from_template(&t, "TokenIssuerFunction", &b).unwrap();
         assert!(issuer.allows(&seal("pipes-secret")).is_err());
+        assert!(
+            signup.allows(&decrypt).is_err(),
+            "signup never opens a business token"
+        );
+        let open_endpoint = Call::new("kms:Decrypt", key.clone())
+            .with("kms:EncryptionContext:purpose", vec!["pipes-endpoint-secret".into()]);
+        assert!(signup.allows(&open_endpoint).is_ok(), "it signs redirects");
+        let api = FunctionPolicy::from_template(&t, "NumbersApiFunction", &b).unwrap();
+        assert!(api.allows(&seal("pipes-endpoint-secret")).is_ok());
+        assert!(api.allows(&seal("pipes-secret")).is_err());
     }
 }

@@ -42,12 +42,20 @@ pub enum CryptoError {
 pub struct KeyContext(BTreeMap<String, String>);
 
 impl KeyContext {
+    /// Business tokens and registration PINs.
     pub const PURPOSE: &'static str = "pipes-secret";
+    /// Webhook endpoints' signing secrets: a purpose of their own, so a function that
+    /// signs partner events or redirects may open these and nothing else.
+    pub const ENDPOINT_PURPOSE: &'static str = "pipes-endpoint-secret";
 
     /// Data keys are per App: one App's keys never open another App's secrets.
     pub fn for_app(app_id: &AppId) -> Self {
+        Self::for_app_purpose(app_id, Self::PURPOSE)
+    }
+
+    pub fn for_app_purpose(app_id: &AppId, purpose: &str) -> Self {
         Self(BTreeMap::from([
-            ("purpose".to_owned(), Self::PURPOSE.to_owned()),
+            ("purpose".to_owned(), purpose.to_owned()),
             ("appId".to_owned(), app_id.to_string()),
         ]))
     }
@@ -228,8 +236,8 @@ struct EncryptKey {
 struct Cache {
     /// For decryption, by SHA-256 of the wrapped key.
     open: HashMap<[u8; 32], CachedKey>,
-    /// The current data key per App, for encryption.
-    seal: HashMap<AppId, EncryptKey>,
+    /// The current data key per App and purpose, for encryption.
+    seal: HashMap<(AppId, &'static str), EncryptKey>,
 }
 
 /// Seals and opens secrets with envelope encryption and the data-key cache.
@@ -291,7 +299,7 @@ impl Envelope {
         binding: SecretBinding<'_>,
         plaintext: &[u8],
     ) -> Result<Sealed, CryptoError> {
-        self.seal_aad(binding.app_id, &binding.aad(), plaintext)
+        self.seal_aad(binding.app_id, KeyContext::PURPOSE, &binding.aad(), plaintext)
             .await
     }
 
@@ -301,8 +309,13 @@ impl Envelope {
         app_id: &AppId,
         plaintext: &[u8],
     ) -> Result<Sealed, CryptoError> {
-        self.seal_aad(app_id, &app_secret_aad(app_id), plaintext)
-            .await
+        self.seal_aad(
+            app_id,
+            KeyContext::ENDPOINT_PURPOSE,
+            &app_secret_aad(app_id),
+            plaintext,
+        )
+        .await
     }
 
     /// Opens an App-wide secret sealed by [`Envelope::seal_app_secret`].
@@ -312,7 +325,12 @@ impl Envelope {
         sealed: &Sealed,
     ) -> Result<SecretString, CryptoError> {
         let bytes = self
-            .open_aad(app_id, &app_secret_aad(app_id), sealed)
+            .open_aad(
+                app_id,
+                KeyContext::ENDPOINT_PURPOSE,
+                &app_secret_aad(app_id),
+                sealed,
+            )
             .await?;
         let s = std::str::from_utf8(bytes.expose_secret()).map_err(|_| CryptoError::Malformed)?;
         Ok(SecretString::from(s.to_owned()))
@@ -321,15 +339,17 @@ impl Envelope {
     async fn seal_aad(
         &self,
         app_id: &AppId,
+        purpose: &'static str,
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Sealed, CryptoError> {
         let binding_app = app_id;
+        let slot = (app_id.clone(), purpose);
         let current = {
             let mut cache = self.lock();
             let fresh = cache
                 .seal
-                .get_mut(binding_app)
+                .get_mut(&slot)
                 .filter(|k| k.at.elapsed() < self.limits.ttl && k.uses < self.limits.max_uses);
             fresh.map(|k| {
                 k.uses += 1;
@@ -341,7 +361,7 @@ impl Envelope {
             None => {
                 let dk = self
                     .wrapper
-                    .generate_data_key(&KeyContext::for_app(binding_app))
+                    .generate_data_key(&KeyContext::for_app_purpose(binding_app, purpose))
                     .await?;
                 let entry = EncryptKey {
                     key: copy_key(&dk.plaintext),
@@ -350,7 +370,7 @@ impl Envelope {
                     at: Instant::now(),
                     uses: 1,
                 };
-                self.lock().seal.insert(binding_app.clone(), entry);
+                self.lock().seal.insert(slot, entry);
                 (dk.plaintext, dk.wrapped, dk.key_id)
             }
         };
@@ -378,12 +398,14 @@ impl Envelope {
         binding: SecretBinding<'_>,
         sealed: &Sealed,
     ) -> Result<SecretBox<Vec<u8>>, CryptoError> {
-        self.open_aad(binding.app_id, &binding.aad(), sealed).await
+        self.open_aad(binding.app_id, KeyContext::PURPOSE, &binding.aad(), sealed)
+            .await
     }
 
     async fn open_aad(
         &self,
         app_id: &AppId,
+        purpose: &str,
         aad: &[u8],
         sealed: &Sealed,
     ) -> Result<SecretBox<Vec<u8>>, CryptoError> {
@@ -413,7 +435,7 @@ impl Envelope {
                     .unwrap_data_key(
                         &sealed.key_id,
                         &sealed.wrapped_key,
-                        &KeyContext::for_app(app_id),
+                        &KeyContext::for_app_purpose(app_id, purpose),
                     )
                     .await?;
                 self.remember(fingerprint, copy_key(&key));

@@ -1242,8 +1242,10 @@ Resources:
             signup.allows(&decrypt).is_err(),
             "signup never opens a business token"
         );
-        let open_endpoint = Call::new("kms:Decrypt", key.clone())
-            .with("kms:EncryptionContext:purpose", vec!["pipes-endpoint-secret".into()]);
+        let open_endpoint = Call::new("kms:Decrypt", key.clone()).with(
+            "kms:EncryptionContext:purpose",
+            vec!["pipes-endpoint-secret".into()],
+        );
         assert!(signup.allows(&open_endpoint).is_ok(), "it signs redirects");
         let api = FunctionPolicy::from_template(&t, "NumbersApiFunction", &b).unwrap();
         assert!(api.allows(&seal("pipes-endpoint-secret")).is_ok());

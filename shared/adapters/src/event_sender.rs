@@ -29,13 +29,12 @@ impl Resolve for CheckedResolver {
             if addrs.is_empty() {
                 return Err("the host has no address".into());
             }
-            if let Some(bad) = addrs
+            // The address is not named: an App must not learn how internal names resolve.
+            if addrs
                 .iter()
-                .find(|a| !address_allowed(a.ip(), allow_loopback))
+                .any(|a| !address_allowed(a.ip(), allow_loopback))
             {
-                return Err(
-                    format!("the host resolves to a forbidden address ({})", bad.ip()).into(),
-                );
+                return Err("the host resolves to a forbidden address".into());
             }
             let addrs: Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
@@ -102,7 +101,7 @@ impl EventSender for HttpEventSender {
             if let Some(ip) = ip
                 && !address_allowed(ip, self.allow_loopback)
             {
-                return failed(started, format!("forbidden address ({ip})"));
+                return failed(started, "forbidden address".to_owned());
             }
         }
         let client = match self.client() {
@@ -117,11 +116,21 @@ impl EventSender for HttpEventSender {
             .send()
             .await;
         match res {
-            Ok(r) => {
+            Ok(mut r) => {
                 let status = r.status().as_u16();
-                let bytes = r.bytes().await.unwrap_or_default();
-                let kept = &bytes[..bytes.len().min(MAX_RESPONSE_KEPT)];
-                let detail = (!kept.is_empty()).then(|| String::from_utf8_lossy(kept).into_owned());
+                // Only the first KiB is read: an endpoint streaming a huge answer cannot
+                // fill the worker's memory.
+                let mut kept: Vec<u8> = Vec::new();
+                while kept.len() < MAX_RESPONSE_KEPT {
+                    match r.chunk().await {
+                        Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
+                        _ => break,
+                    }
+                }
+                kept.truncate(MAX_RESPONSE_KEPT);
+                drop(r);
+                let detail =
+                    (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
                 SendResult {
                     status: Some(status),
                     duration_ms: started.elapsed().as_millis() as u64,

@@ -299,8 +299,13 @@ impl Envelope {
         binding: SecretBinding<'_>,
         plaintext: &[u8],
     ) -> Result<Sealed, CryptoError> {
-        self.seal_aad(binding.app_id, KeyContext::PURPOSE, &binding.aad(), plaintext)
-            .await
+        self.seal_aad(
+            binding.app_id,
+            KeyContext::PURPOSE,
+            &binding.aad(),
+            plaintext,
+        )
+        .await
     }
 
     /// Encrypts an App-wide secret (its webhook endpoint's signing secret).

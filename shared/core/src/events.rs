@@ -120,9 +120,20 @@ pub struct Event {
     pub app_id: AppId,
     pub data: Value,
     pub delivery: DeliveryStatus,
+    /// The last [`MAX_ATTEMPTS_KEPT`] attempts, oldest first.
     pub attempts: Vec<Attempt>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The run of the retry schedule (a redelivery starts the next): jobs of an older
+    /// run are dropped, so one event never has two runs going.
+    #[serde(default)]
+    pub run: u32,
+    /// Attempts made in this run (the next job must be attempt `run_attempts + 1`).
+    #[serde(default)]
+    pub run_attempts: u32,
 }
+
+/// The most attempts an event keeps (its record stays small whatever happens).
+pub const MAX_ATTEMPTS_KEPT: usize = 50;
 
 impl Event {
     /// A new event; `cause` names what caused it uniquely (e.g. the number, its version).
@@ -149,6 +160,8 @@ impl Event {
             delivery: DeliveryStatus::Pending,
             attempts: Vec::new(),
             next_attempt_at: Some(created_at),
+            run: 0,
+            run_attempts: 0,
         }
     }
 
@@ -209,7 +222,9 @@ pub struct Endpoint {
     /// The previous secret, signing alongside until the time given.
     pub previous: Option<(Sealed, DateTime<Utc>)>,
     pub created_at: DateTime<Utc>,
-    /// Set when an event failed every attempt; cleared by the next success.
+    /// Set when an event failed every attempt; cleared by the next success. Stored
+    /// beside the record (the worker sets it without rewriting the endpoint).
+    #[serde(default, skip_serializing)]
     pub failing_since: Option<DateTime<Utc>>,
 }
 
@@ -288,21 +303,29 @@ pub fn address_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
                 || (o[0] == 100 && (64..128).contains(&o[1])) // shared (CGNAT)
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
                 || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 6to4 relay anycast
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return address_allowed(IpAddr::V4(v4), allow_loopback);
             }
+            let seg = v6.segments();
+            if seg[..6].iter().all(|s| *s == 0) && !v6.is_loopback() && !v6.is_unspecified() {
+                // IPv4-compatible (::a.b.c.d), deprecated: never a partner's address.
+                return false;
+            }
             if v6.is_loopback() {
                 return allow_loopback;
             }
-            let seg = v6.segments();
             !(v6.is_unspecified()
                 || v6.is_multicast()
                 || (seg[0] & 0xfe00) == 0xfc00 // unique local (incl. fd00:ec2::254)
                 || (seg[0] & 0xffc0) == 0xfe80 // link-local
                 || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+                || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || seg[0] == 0x2002 // 6to4: embeds any IPv4 address
+                || (seg[0] == 0x2001 && seg[1] == 0) // Teredo: embeds any IPv4 address
                 || (seg[0] == 0x64 && seg[1] == 0xff9b)) // NAT64 to anything
         }
     }
@@ -424,6 +447,12 @@ mod tests {
             "::ffff:10.0.0.1",
             "::ffff:169.254.169.254",
             "::",
+            "::10.0.0.1",
+            "::127.0.0.1",
+            "2002:a00:1::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "192.88.99.1",
         ] {
             assert!(!address_allowed(bad.parse().unwrap(), false), "{bad}");
         }

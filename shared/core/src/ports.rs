@@ -431,6 +431,13 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     async fn endpoint(&self, app: &AppId) -> Result<Option<Endpoint>, StoreError>;
     /// `false` when the App had none.
     async fn delete_endpoint(&self, app: &AppId) -> Result<bool, StoreError>;
+    /// Sets or clears the endpoint's failing flag only (nothing else of the endpoint is
+    /// written; an endpoint removed meanwhile stays removed).
+    async fn set_endpoint_failing(
+        &self,
+        app: &AppId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
     /// Stores a new event; `false` when an event with its id exists (emitted before).
     async fn insert_event(&self, event: &Event) -> Result<bool, StoreError>;
     async fn event(&self, app: &AppId, id: &str) -> Result<Option<Event>, StoreError>;

@@ -43,6 +43,9 @@ pub enum Job {
         app_id: AppId,
         #[serde(rename = "eventId")]
         event_id: String,
+        /// The event's run of the retry schedule this job belongs to.
+        #[serde(default)]
+        run: u32,
         attempt: u32,
         #[serde(rename = "notBefore", default, skip_serializing_if = "Option::is_none")]
         not_before: Option<chrono::DateTime<chrono::Utc>>,

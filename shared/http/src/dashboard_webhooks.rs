@@ -118,7 +118,7 @@ async fn webhooks_html(
             }
         }
         None => body.push_str(
-            "<p id=\"no-endpoint\">No endpoint yet: events are kept here, and sent once you add one.</p>",
+            "<p id=\"no-endpoint\">No endpoint yet: events are kept here for 30 days; add one, then redeliver what you need.</p>",
         ),
     }
     let _ = write!(

@@ -37,15 +37,22 @@ async fn verify(
             (Some(e), Some(g)) => bool::from(e.expose_secret().as_bytes().ct_eq(g.as_bytes())),
             _ => false,
         };
-    match (ok, q.get("hub.challenge")) {
-        (true, Some(challenge)) if challenge.len() <= 256 => {
+    // Meta's challenges are numbers; nothing else is echoed back.
+    let challenge = q
+        .get("hub.challenge")
+        .filter(|c| (1..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()));
+    match (ok, challenge) {
+        (true, Some(challenge)) => {
             tracing::info!("Meta webhook verification answered");
             (
                 StatusCode::OK,
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; charset=utf-8",
-                )],
+                [
+                    (
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; charset=utf-8",
+                    ),
+                    (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                ],
                 challenge.clone(),
             )
                 .into_response()

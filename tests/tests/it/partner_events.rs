@@ -651,3 +651,79 @@ fn the_readme_verification_example_works() {
         "True True False False False False"
     );
 }
+
+/// A redelivery while a retry is waiting starts a new run and the old run's job is
+/// dropped (one event never has two runs going); a flag set by a failing run never
+/// brings back an endpoint the App removed meanwhile; an endpoint streaming a huge
+/// answer costs one KiB.
+#[tokio::test]
+async fn one_run_at_a_time_and_the_worker_never_rewrites_the_endpoint() {
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let (receiver, url) = Receiver::start().await;
+    t.register_endpoint(&url).await;
+    receiver.answer(&[500]);
+    let ping = call(&t, Method::POST, "/v1/webhook-endpoint/test", None)
+        .await
+        .json();
+    let id = ping["id"].as_str().unwrap().to_owned();
+    t.run_events().await; // attempt 1 fails; attempt 2 waits 10 s
+    assert_eq!(
+        call(
+            &t,
+            Method::POST,
+            &format!("/v1/events/{id}/redeliver"),
+            None
+        )
+        .await
+        .status,
+        StatusCode::ACCEPTED
+    );
+    t.run_events().await; // the new run's first attempt succeeds
+    t.clock.advance(Duration::seconds(11));
+    t.run_events().await; // the old run's attempt 2: dropped
+    let e = t.store.event(&t.app.id, &id).await.unwrap().unwrap();
+    assert_eq!(e.delivery, DeliveryStatus::Delivered);
+    assert_eq!((e.run, e.run_attempts), (1, 1));
+    assert_eq!(receiver.received().len(), 2, "one per run, no more");
+    // A run that ends failed flags the endpoint only if it still exists.
+    receiver.answer(&[500; 20]);
+    call(&t, Method::POST, "/v1/webhook-endpoint/test", None).await;
+    t.run_events().await;
+    assert_eq!(
+        call(&t, Method::DELETE, "/v1/webhook-endpoint", None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    t.store
+        .set_endpoint_failing(&t.app.id, Some(t.clock.now()))
+        .await
+        .unwrap();
+    assert!(t.store.endpoint(&t.app.id).await.unwrap().is_none());
+    // A huge answer: the first KiB is kept, the rest never read into memory.
+    let app = axum::Router::new().route(
+        "/big",
+        post(|| async {
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures_util::stream::iter(
+                (0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+            );
+            Body::from_stream(stream)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let big = format!("http://{}/big", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let r = pipes_adapters::event_sender::HttpEventSender::new(true)
+        .send(
+            &EndpointUrl::parse(&big, true).unwrap(),
+            "t=1,v1=00",
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, Some(200));
+    assert_eq!(
+        r.detail.unwrap().len(),
+        pipes_core::events::MAX_RESPONSE_KEPT
+    );
+}

@@ -122,6 +122,7 @@ async fn handshake(backend: Backend) {
         "hub.mode=subscribe&hub.challenge=1&hub.verify_token=vibecoding".to_owned(),
         format!("hub.mode=unsubscribe&hub.challenge=1&hub.verify_token={VERIFY_TOKEN}"),
         "hub.mode=subscribe&hub.challenge=1".to_owned(),
+        format!("hub.mode=subscribe&hub.challenge=%3Cscript%3E&hub.verify_token={VERIFY_TOKEN}"),
     ] {
         let res = t.send(get(bad)).await;
         assert_eq!(res.status, StatusCode::FORBIDDEN);
@@ -414,6 +415,63 @@ async fn interrupted_signup(backend: Backend) {
         .await;
     let html = String::from_utf8_lossy(&page.body);
     assert!(html.contains("id=\"interrupted\""), "{html}");
+    // Another App naming the same WABA makes it ambiguous: no App is told.
+    let (_, other_key) = t.other_app().await;
+    let issued = t
+        .issue_as(
+            &other_key,
+            json!({"redirectUrl": "https://partner.example/done"}),
+        )
+        .await
+        .json();
+    let (token2, s2) = t.signup_token().await;
+    let w2 = t.sandbox_signup();
+    assert_eq!(
+        t.report_finish(&token2, &w2.waba_id).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        t.report_finish(issued["token"].as_str().unwrap(), &w2.waba_id)
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    let added2 = json!({"object": "whatsapp_business_account", "entry": [{
+        "id": "35602282435505", "time": t.clock.now().timestamp(),
+        "changes": [{"field": "account_update", "value": {"event": "PARTNER_ADDED",
+            "waba_info": {"waba_id": w2.waba_id, "owner_business_id": w2.business_id}}}]}]});
+    assert_eq!(t.meta_webhook(&added2).await.status, StatusCode::OK);
+    let change2 =
+        pipes_core::webhooks::parse_delivery(added2.to_string().as_bytes(), t.clock.now())
+            .unwrap()
+            .remove(0);
+    pipes_core::usecases::inbound::process_change(t.worker_deps(), &change2.id)
+        .await
+        .unwrap();
+    assert_eq!(t.get_session(&s2).await.json()["status"], "pending");
+    assert_eq!(events_of(&t, EventType::SignupInterrupted).await.len(), 1);
+    // A report older than the window does not count either.
+    let (token3, s3) = t.signup_token().await;
+    let w3 = t.sandbox_signup();
+    assert_eq!(
+        t.report_finish(&token3, &w3.waba_id).await.status,
+        StatusCode::ACCEPTED
+    );
+    t.clock
+        .advance(pipes_core::usecases::inbound::FINISH_REPORT_WINDOW + Duration::minutes(1));
+    let added3 = json!({"object": "whatsapp_business_account", "entry": [{
+        "id": "35602282435505", "time": t.clock.now().timestamp(),
+        "changes": [{"field": "account_update", "value": {"event": "PARTNER_ADDED",
+            "waba_info": {"waba_id": w3.waba_id, "owner_business_id": w3.business_id}}}]}]});
+    assert_eq!(t.meta_webhook(&added3).await.status, StatusCode::OK);
+    let change3 =
+        pipes_core::webhooks::parse_delivery(added3.to_string().as_bytes(), t.clock.now())
+            .unwrap()
+            .remove(0);
+    pipes_core::usecases::inbound::process_change(t.worker_deps(), &change3.id)
+        .await
+        .unwrap();
+    assert_eq!(t.get_session(&s3).await.json()["status"], "pending");
     // ... and the same link finishes it.
     let again = t.sandbox_signup_for(&s.phone_number_id);
     assert_eq!(t.finish(&token, &again).await.status, StatusCode::OK);

@@ -142,23 +142,28 @@ impl DynamoStore {
 #[async_trait]
 impl EventStore for DynamoStore {
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(format!("HOOK#{}", endpoint.app_id)))
             .item("sk", s("HOOK"))
-            .item("record", s(to_json(endpoint)?))
-            .send()
-            .await
-            .map_err(StoreError::unavailable)?;
+            .item("record", s(to_json(endpoint)?));
+        if let Some(t) = endpoint.failing_since {
+            put = put.item("failingSince", n(t.timestamp_millis()));
+        }
+        put.send().await.map_err(StoreError::unavailable)?;
         Ok(())
     }
 
     async fn endpoint(&self, app: &AppId) -> Result<Option<Endpoint>, StoreError> {
-        self.get(format!("HOOK#{app}"), "HOOK")
-            .await?
-            .map(|i| Attrs(&i).json::<Endpoint>("record"))
-            .transpose()
+        let Some(item) = self.get(format!("HOOK#{app}"), "HOOK").await? else {
+            return Ok(None);
+        };
+        let a = Attrs(&item);
+        let mut e = a.json::<Endpoint>("record")?;
+        e.failing_since = a.opt_time("failingSince")?;
+        Ok(Some(e))
     }
 
     async fn delete_endpoint(&self, app: &AppId) -> Result<bool, StoreError> {
@@ -173,6 +178,34 @@ impl EventStore for DynamoStore {
             .await
             .map_err(StoreError::unavailable)?;
         Ok(out.attributes.is_some())
+    }
+
+    async fn set_endpoint_failing(
+        &self,
+        app: &AppId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("HOOK#{app}")))
+            .key("sk", s("HOOK"))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#f", "failingSince");
+        let update = match since {
+            Some(t) => update
+                .update_expression("SET #f = :t")
+                .expression_attribute_values(":t", n(t.timestamp_millis())),
+            None => update.update_expression("REMOVE #f"),
+        };
+        match update.send().await {
+            // Removed meanwhile: it stays removed.
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
     }
 
     async fn insert_event(&self, event: &Event) -> Result<bool, StoreError> {
@@ -222,9 +255,17 @@ impl EventStore for DynamoStore {
             Some(id) => format!("EVT#{id}"),
             None => "EVT#evt_g".to_owned(),
         };
+        // A filtered page reads at most MAX_READS queries of READ_PAGE items (DynamoDB
+        // applies `Limit` before the filter): a rare type on a busy App answers a short
+        // page with a cursor instead of reading the whole partition.
+        const READ_PAGE: usize = 100;
+        const MAX_READS: usize = 5;
         let mut events = Vec::new();
         let mut start: Option<Item> = None;
+        let mut last_read: Option<String> = None;
+        let mut reads = 0;
         loop {
+            reads += 1;
             let mut q = self
                 .client
                 .query()
@@ -239,7 +280,7 @@ impl EventStore for DynamoStore {
                 .expression_attribute_values(":cut", n(cutoff))
                 .scan_index_forward(false)
                 .consistent_read(true)
-                .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+                .limit(i32::try_from((limit + 1).max(READ_PAGE)).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start.take());
             q = match kind {
                 Some(k) => q
@@ -259,7 +300,21 @@ impl EventStore for DynamoStore {
             if events.len() > limit || start.is_none() {
                 break;
             }
+            if reads >= MAX_READS {
+                // More may match further back: the cursor resumes after what was read.
+                last_read = start
+                    .as_ref()
+                    .and_then(|k| k.get("sk"))
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|sk| sk.strip_prefix("EVT#"))
+                    .map(str::to_owned);
+                break;
+            }
         }
-        Ok(EventPage::from_overfetch(events, limit))
+        let mut page = EventPage::from_overfetch(events, limit);
+        if page.next_before.is_none() {
+            page.next_before = last_read;
+        }
+        Ok(page)
     }
 }

@@ -103,11 +103,13 @@ impl EventStore for EmbeddedStore {
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
         let record = to_json(endpoint)?;
         let app = endpoint.app_id.clone();
+        let failing = endpoint.failing_since.map(millis);
         self.with(move |c| {
             c.execute(
-                "INSERT INTO endpoints (app_id, record) VALUES (?1, ?2) \
-                 ON CONFLICT(app_id) DO UPDATE SET record = excluded.record",
-                params![app.as_str(), record],
+                "INSERT INTO endpoints (app_id, record, failing_since) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(app_id) DO UPDATE SET record = excluded.record, \
+                 failing_since = excluded.failing_since",
+                params![app.as_str(), record, failing],
             )
             .map_err(db_err)?;
             Ok(())
@@ -120,11 +122,16 @@ impl EventStore for EmbeddedStore {
         self.with(move |c| {
             one(
                 c,
-                "SELECT record FROM endpoints WHERE app_id = ?1",
+                "SELECT record, failing_since FROM endpoints WHERE app_id = ?1",
                 [app.as_str()],
                 |r| {
                     let record: String = r.get(0)?;
-                    Ok(from_json::<Endpoint>("endpoint", &record))
+                    let failing: Option<i64> = r.get(1)?;
+                    Ok((|| {
+                        let mut e = from_json::<Endpoint>("endpoint", &record)?;
+                        e.failing_since = failing.map(time).transpose()?;
+                        Ok(e)
+                    })())
                 },
             )
         })
@@ -138,6 +145,23 @@ impl EventStore for EmbeddedStore {
                 .execute("DELETE FROM endpoints WHERE app_id = ?1", [app.as_str()])
                 .map_err(db_err)?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_endpoint_failing(
+        &self,
+        app: &AppId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let app = app.clone();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE endpoints SET failing_since = ?2 WHERE app_id = ?1",
+                params![app.as_str(), since.map(millis)],
+            )
+            .map_err(db_err)?;
+            Ok(())
         })
         .await
     }

@@ -146,8 +146,9 @@ CREATE TABLE inbox (
 CREATE INDEX inbox_by_age ON inbox(received_at);
 CREATE INDEX inbox_by_outcome ON inbox(outcome, settled_at);
 CREATE TABLE endpoints (
-    app_id TEXT PRIMARY KEY REFERENCES apps(id),
-    record TEXT NOT NULL
+    app_id        TEXT PRIMARY KEY REFERENCES apps(id),
+    record        TEXT NOT NULL,
+    failing_since INTEGER
 );
 ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'work';
 CREATE INDEX jobs_by_lane ON jobs(lane, dead, visible_at);

@@ -11,8 +11,8 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::crypto::{CryptoError, Envelope, Sealed};
 use crate::events::{
-    Attempt, DeliveryStatus, Endpoint, EndpointUrl, Event, EventType, SECRET_OVERLAP, is_event_id,
-    next_retry, signature_header,
+    Attempt, DeliveryStatus, Endpoint, EndpointUrl, Event, EventType, MAX_ATTEMPTS_KEPT,
+    SECRET_OVERLAP, is_event_id, next_retry, signature_header,
 };
 use crate::ids::AppId;
 use crate::number::{HealthEvent, Number};
@@ -54,11 +54,21 @@ impl Emitter<'_> {
     /// A failure is logged and returned; the caller's own write has already happened.
     pub async fn emit(&self, event: Event) -> Result<(), EmitError> {
         let inserted = self.store.insert_event(&event).await?;
-        // A re-emitted event (a retried job) is queued again: the delivery skips events
-        // already delivered, and an earlier failure to queue is repaired.
+        if !inserted {
+            // Emitted before (a retried job). Queue it again only if its first attempt
+            // never ran (an earlier failure to queue is repaired); never start a run
+            // beside a running one.
+            let existing = self.store.event(&event.app_id, &event.id).await?;
+            if !existing.is_some_and(|e| {
+                e.run == 0 && e.run_attempts == 0 && e.delivery == DeliveryStatus::Pending
+            }) {
+                return Ok(());
+            }
+        }
         let job = Job::Deliver {
             app_id: event.app_id.clone(),
             event_id: event.id.clone(),
+            run: 0,
             attempt: 1,
             not_before: None,
         };
@@ -137,40 +147,59 @@ pub enum DeliveryError {
 /// The longest a queued job may wait (SQS's `DelaySeconds` limit); longer waits hop.
 pub const MAX_QUEUE_DELAY: chrono::Duration = chrono::Duration::minutes(15);
 
-/// Runs one delivery attempt of an event (`attempt` counts from 1 in this run of the
-/// schedule; a redelivery starts a new run).
-#[tracing::instrument(skip_all, fields(app_id = %app_id, event_id = %event_id, attempt))]
+/// Runs one delivery attempt of an event: attempt `attempt` (from 1) of its run `run`
+/// of the retry schedule (a redelivery starts the next run). A job of another run, or
+/// out of sequence, is dropped: one event never has two runs going.
+#[tracing::instrument(skip_all, fields(app_id = %app_id, event_id = %event_id, run, attempt))]
 pub async fn deliver(
     deps: DeliveryDeps<'_>,
     app_id: &AppId,
     event_id: &str,
+    run: u32,
     attempt: u32,
     not_before: Option<DateTime<Utc>>,
 ) -> Result<(), DeliveryError> {
     let now = deps.clock.now();
+    let job = |attempt: u32, at: Option<DateTime<Utc>>| Job::Deliver {
+        app_id: app_id.clone(),
+        event_id: event_id.to_owned(),
+        run,
+        attempt,
+        not_before: at,
+    };
     if let Some(at) = not_before.filter(|at| *at > now) {
         // Not due yet (a wait longer than the queue's longest delay): hop again.
-        let job = Job::Deliver {
-            app_id: app_id.clone(),
-            event_id: event_id.to_owned(),
-            attempt,
-            not_before: Some(at),
-        };
         return deps
             .queue
-            .enqueue_at(&job, at.min(now + MAX_QUEUE_DELAY))
+            .enqueue_at(&job(attempt, Some(at)), at.min(now + MAX_QUEUE_DELAY))
             .await
             .map_err(|_| DeliveryError::Queue);
     }
     let Some(mut event) = deps.store.event(app_id, event_id).await? else {
         return Ok(()); // expired or never stored
     };
-    if event.delivery != DeliveryStatus::Pending {
-        // Delivered, given up or never sendable: a duplicate job (a redelivery sets the
-        // event pending before it queues its job).
+    if event.run != run || event.delivery != DeliveryStatus::Pending {
+        // A job of an older run, or the event is delivered, given up or unsendable.
         return Ok(());
     }
-    let Some(mut endpoint) = deps.store.endpoint(app_id).await? else {
+    if event.run_attempts >= attempt {
+        // This attempt ran already. If its follow-up may not have been queued (the
+        // queue failed after the attempt was recorded), queue it now.
+        if event.run_attempts == attempt
+            && let Some(at) = event.next_attempt_at
+        {
+            return deps
+                .queue
+                .enqueue_at(&job(attempt + 1, Some(at)), at.min(now + MAX_QUEUE_DELAY))
+                .await
+                .map_err(|_| DeliveryError::Queue);
+        }
+        return Ok(());
+    }
+    if event.run_attempts + 1 != attempt {
+        return Ok(()); // out of sequence
+    }
+    let Some(endpoint) = deps.store.endpoint(app_id).await? else {
         event.delivery = DeliveryStatus::NoEndpoint;
         event.next_attempt_at = None;
         deps.store.save_delivery(&event).await?;
@@ -190,30 +219,27 @@ pub async fn deliver(
         duration_ms: result.duration_ms,
         detail: result.detail.clone(),
     });
+    let over = event.attempts.len().saturating_sub(MAX_ATTEMPTS_KEPT);
+    event.attempts.drain(..over);
+    event.run_attempts = attempt;
     if result.succeeded() {
         event.delivery = DeliveryStatus::Delivered;
         event.next_attempt_at = None;
         deps.store.save_delivery(&event).await?;
         if endpoint.failing_since.is_some() {
-            endpoint.failing_since = None;
-            deps.store.put_endpoint(&endpoint).await?;
+            deps.store.set_endpoint_failing(app_id, None).await?;
         }
         info!(status = ?result.status, ms = result.duration_ms, "event delivered");
         return Ok(());
     }
     match next_retry(attempt as usize, now) {
         Some(at) => {
-            event.delivery = DeliveryStatus::Pending;
+            // Recorded first: if queueing fails, this job comes back and queues the
+            // follow-up (above) instead of sending again.
             event.next_attempt_at = Some(at);
             deps.store.save_delivery(&event).await?;
-            let job = Job::Deliver {
-                app_id: app_id.clone(),
-                event_id: event_id.to_owned(),
-                attempt: attempt + 1,
-                not_before: Some(at),
-            };
             deps.queue
-                .enqueue_at(&job, at.min(now + MAX_QUEUE_DELAY))
+                .enqueue_at(&job(attempt + 1, Some(at)), at.min(now + MAX_QUEUE_DELAY))
                 .await
                 .map_err(|_| DeliveryError::Queue)?;
             warn!(status = ?result.status, detail = ?result.detail, next = %at, "event delivery failed; will retry");
@@ -223,8 +249,7 @@ pub async fn deliver(
             event.next_attempt_at = None;
             deps.store.save_delivery(&event).await?;
             if endpoint.failing_since.is_none() {
-                endpoint.failing_since = Some(now);
-                deps.store.put_endpoint(&endpoint).await?;
+                deps.store.set_endpoint_failing(app_id, Some(now)).await?;
             }
             // The metric filter in template.yaml raises the alarm on this line.
             error!(
@@ -392,10 +417,13 @@ pub async fn redeliver(
     let now = deps.clock.now();
     event.delivery = DeliveryStatus::Pending;
     event.next_attempt_at = Some(now);
+    event.run += 1;
+    event.run_attempts = 0;
     deps.store.save_delivery(&event).await?;
     let job = Job::Deliver {
         app_id: app.clone(),
         event_id: event.id.clone(),
+        run: event.run,
         attempt: 1,
         not_before: None,
     };

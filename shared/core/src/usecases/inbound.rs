@@ -1,13 +1,15 @@
 //! Meta's webhooks in: ReceiveDelivery (signature, store each change once, queue it,
 //! acknowledge) and ProcessChange (the worker acts on one change, once).
 //!
-//! The interrupted-signup rule: a `PARTNER_ADDED` for a WABA none of our numbers is in
-//! is matched to the signup sessions whose hosted page reported Meta's flow finishing
-//! with that WABA (the page does so before it posts the code). When those sessions
-//! belong to one App, the newest unfinished one is marked `interrupted`; when none
-//! exists, or they belong to several Apps, the change is kept for the operator. The
-//! change is processed [`INTERRUPT_GRACE`] after it arrives, so a callback that is
-//! merely slower than Meta's webhook completes first.
+//! The interrupted-signup rule: a `PARTNER_ADDED` is matched to the signup sessions
+//! whose hosted page reported Meta's flow finishing with that WABA (the page does so
+//! before it posts the code), counting only a session's latest report and only reports
+//! made within [`FINISH_REPORT_WINDOW`] before Meta's event. A completed one among them
+//! means nothing is wrong. Otherwise, when they belong to one App, its newest unfinished
+//! session is marked `interrupted`; when they belong to several Apps no App is told,
+//! and when none reported the WABA the change is kept for the operator (unless a number
+//! of ours is already in that WABA). The change is processed [`INTERRUPT_GRACE`] after
+//! it arrives, so a callback that is merely slower than Meta's webhook completes first.
 
 use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret;
@@ -169,7 +171,7 @@ async fn act(
     let unmatched = |note: &str| Ok((ChangeOutcome::Unmatched, note.to_owned()));
     match action {
         Action::Nothing { why } => done(why),
-        Action::PartnerAdded { waba } => partner_added(deps, &waba).await,
+        Action::PartnerAdded { waba } => partner_added(deps, &waba, change.happened_at()).await,
         Action::SetHealth {
             target,
             status,
@@ -321,20 +323,36 @@ fn digits(s: &str) -> String {
     s.chars().filter(char::is_ascii_digit).collect()
 }
 
+/// How long before Meta's `PARTNER_ADDED` a page's finish report may be to count.
+pub const FINISH_REPORT_WINDOW: Duration = Duration::minutes(30);
+
 /// PARTNER_ADDED: see the module's rule.
 async fn partner_added(
     deps: WorkerDeps<'_>,
     waba: &WabaId,
+    happened_at: DateTime<Utc>,
 ) -> Result<(ChangeOutcome, String), StoreError> {
-    if !deps.store.live_numbers_in_waba(waba).await?.is_empty() {
-        return Ok((ChangeOutcome::Done, "the signup completed".into()));
-    }
     let now = deps.clock.now();
     let mut candidates = Vec::new();
     for id in deps.sessions.sessions_finished_with(waba).await? {
         let Some(s) = deps.sessions.session(&id).await? else {
             continue;
         };
+        // Only a session whose latest report names this WABA, made shortly before
+        // Meta's event, counts (an App cannot claim every WABA it ever named).
+        let reported = s
+            .abandons
+            .iter()
+            .rev()
+            .find(|a| a.event == crate::session::AbandonEvent::Finish);
+        let Some(report) = reported.filter(|r| r.waba_id.as_ref() == Some(waba)) else {
+            continue;
+        };
+        if report.at < happened_at - FINISH_REPORT_WINDOW
+            || report.at > happened_at + INTERRUPT_GRACE
+        {
+            continue;
+        }
         match s.status_at(now) {
             SessionStatus::Completed | SessionStatus::Completing => {
                 return Ok((ChangeOutcome::Done, "the signup completed".into()));
@@ -346,12 +364,20 @@ async fn partner_added(
         }
     }
     let Some(newest) = candidates.iter().max_by_key(|s| s.created_at) else {
-        return Ok((
-            ChangeOutcome::Unmatched,
-            "no open signup of ours reported this WABA".into(),
-        ));
+        return Ok(if deps.store.live_numbers_in_waba(waba).await?.is_empty() {
+            (
+                ChangeOutcome::Unmatched,
+                "no open signup of ours reported this WABA".into(),
+            )
+        } else {
+            (
+                ChangeOutcome::Done,
+                "a number of ours is in this WABA".into(),
+            )
+        });
     };
     if candidates.iter().any(|s| s.app_id != newest.app_id) {
+        // Ambiguous: no App is told (one App must not learn of another's signup).
         return Ok((
             ChangeOutcome::Unmatched,
             "signups of several Apps reported this WABA".into(),
@@ -364,7 +390,7 @@ async fn partner_added(
             newest.app_id.clone(),
             EventType::SignupInterrupted,
             newest.id.as_str(),
-            now,
+            happened_at,
             serde_json::json!({
                 "sessionId": newest.id,
                 "wabaId": waba,

@@ -58,6 +58,7 @@ pub async fn handle_job(
         Job::Deliver {
             app_id,
             event_id,
+            run,
             attempt,
             not_before,
         } => {
@@ -65,6 +66,7 @@ pub async fn handle_job(
                 deps.delivery(),
                 app_id,
                 event_id,
+                *run,
                 *attempt,
                 *not_before,
             )

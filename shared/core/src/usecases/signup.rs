@@ -865,6 +865,9 @@ pub async fn record_abandon(
     })
 }
 
+/// The most finish reports one session keeps (an owner may run Meta's flow a few times).
+pub const MAX_FINISH_REPORTS: usize = 3;
+
 /// RecordFinish: the page saw Meta's flow finish with `waba_id` (it reports this before
 /// it posts the code), so a `PARTNER_ADDED` whose callback never arrives finds this
 /// session. Never fails the owner's flow: an unknown or finished session is ignored.
@@ -888,7 +891,15 @@ pub async fn record_finish(
         SessionStatus::Completed => return Err(SignupError::TokenUsed),
         _ => {}
     }
-    if session.finished_waba() == Some(&waba) {
+    if session.finished_waba() == Some(&waba)
+        || session
+            .abandons
+            .iter()
+            .filter(|a| a.event == AbandonEvent::Finish)
+            .count()
+            >= MAX_FINISH_REPORTS
+    {
+        // Reported already, or more flows than an owner runs: nothing more is kept.
         return Ok(());
     }
     let finish = Abandon {

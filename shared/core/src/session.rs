@@ -280,11 +280,15 @@ impl SignupSession {
             .and_then(|a| a.waba_id.as_ref())
     }
 
-    /// The status as of `now`: an unfinished session past its expiry is `Expired`, since
+    /// The status as of `now`: an unfinished session (a failed one included) past its
+    /// expiry is `Expired`, since
     /// store-side expiry (DynamoDB TTL) is lazy and must not be relied on.
     pub fn status_at(&self, now: DateTime<Utc>) -> SessionStatus {
         match self.status {
-            SessionStatus::Pending | SessionStatus::Completing | SessionStatus::Interrupted
+            SessionStatus::Pending
+            | SessionStatus::Completing
+            | SessionStatus::Failed
+            | SessionStatus::Interrupted
                 if now >= self.expires_at =>
             {
                 SessionStatus::Expired
@@ -389,6 +393,36 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_unfinished_session_past_its_expiry_reads_as_expired() {
+        let now = Utc::now();
+        let mut s = SignupSession {
+            id: crate::ids::SessionId::generate(),
+            app_id: crate::ids::AppId::generate(),
+            token_hash: crate::ids::SignupToken::generate().hash(),
+            status: SessionStatus::Failed,
+            redirect_url: RedirectUrl::parse("https://partner.example/done", &[]).unwrap(),
+            metadata: Metadata::default(),
+            created_at: now - Duration::days(2),
+            expires_at: now - Duration::days(1),
+            completed_at: None,
+            phone_number_id: None,
+            error: None,
+            abandons: vec![],
+        };
+        for status in [
+            SessionStatus::Pending,
+            SessionStatus::Completing,
+            SessionStatus::Failed,
+            SessionStatus::Interrupted,
+        ] {
+            s.status = status;
+            assert_eq!(s.status_at(now), SessionStatus::Expired, "{status:?}");
+        }
+        s.status = SessionStatus::Completed;
+        assert_eq!(s.status_at(now), SessionStatus::Completed);
     }
 
     #[test]

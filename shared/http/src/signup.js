@@ -8,6 +8,11 @@
 (function () {
   "use strict";
   var cfg = JSON.parse(document.getElementById("pipes-config").textContent);
+  // The token is in the configuration now: take it out of the address bar (and so out
+  // of the history, bookmarks and screenshots).
+  if (window.history && window.history.replaceState && window.location.search) {
+    window.history.replaceState(null, "", window.location.pathname);
+  }
   var connect = document.getElementById("connect");
   var statusEl = document.getElementById("status");
   var retry = document.getElementById("retry");
@@ -151,7 +156,7 @@
   }
 
   window.fbAsyncInit = function () {
-    window.FB.init({ appId: cfg.metaAppId, autoLogAppEvents: true, xfbml: true, version: cfg.graphVersion });
+    window.FB.init({ appId: cfg.metaAppId, autoLogAppEvents: false, xfbml: true, version: cfg.graphVersion });
     connect.disabled = false;
   };
   if (window.FB) window.fbAsyncInit();

@@ -156,16 +156,21 @@ async fn click(c: &Client, id: &str) {
 /// The platform served on loopback, a partner site, and the browser on a fresh signup
 /// link; returns the app, the partner's landing URL and the session id.
 async fn open_signup_page(c: &Client) -> (TestApp, String, String) {
+    let (t, done, session_id, _) = open_signup_link(c).await;
+    (t, done, session_id)
+}
+
+/// As `open_signup_page`, also returning the link itself.
+async fn open_signup_link(c: &Client) -> (TestApp, String, String, String) {
     let t = TestApp::spawn(Backend::embedded()).await;
     let addr = t.serve().await;
     let done = partner_site().await;
     let issued = t.issue(json!({"redirectUrl": done})).await.json();
     let token = issued["token"].as_str().unwrap();
-    c.goto(&format!("http://{addr}/apps/{}?token={token}", t.app.slug))
-        .await
-        .unwrap();
+    let link = format!("http://{addr}/apps/{}?token={token}", t.app.slug);
+    c.goto(&link).await.unwrap();
     let session_id = issued["sessionId"].as_str().unwrap().to_owned();
-    (t, done, session_id)
+    (t, done, session_id, link)
 }
 
 #[tokio::test]
@@ -289,7 +294,10 @@ async fn script_meta(c: &Client, code: Option<&str>, message: Option<serde_json:
 async fn the_page_reports_metas_finish_so_an_interrupted_signup_is_caught() {
     let Some(d) = driver().await else { return };
     let c = &d.client;
-    let (t, _, session_id) = open_signup_page(c).await;
+    let (t, _, session_id, link) = open_signup_link(c).await;
+    // The token left the address bar once the page loaded.
+    let shown = c.current_url().await.unwrap();
+    assert!(shown.query().is_none(), "{shown}");
     let s = t.sandbox_signup();
     script_meta(c, None, Some(meta_message("es-finish.json", &s))).await;
     click(c, "connect").await;
@@ -315,7 +323,7 @@ async fn the_page_reports_metas_finish_so_an_interrupted_signup_is_caught() {
         t.get_session(&session_id).await.json()["status"],
         "interrupted"
     );
-    c.refresh().await.unwrap();
+    c.goto(&link).await.unwrap();
     let notice = c
         .find(Locator::Id("interrupted"))
         .await

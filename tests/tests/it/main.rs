@@ -26,6 +26,7 @@ mod contract;
 mod dashboard;
 mod events;
 mod graph_client;
+mod hardening;
 mod health;
 mod kms;
 mod lifecycle;

@@ -525,22 +525,45 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
             our_credentials_rejected: false,
         });
     }
-    let Some(token) = open_token(deps.envelope, &number).await? else {
-        return Ok(CheckOutcome {
-            number,
-            changed: None,
-            throttled_until: None,
-            written: false,
-            our_credentials_rejected: false,
-        });
-    };
-    let evidence = gather(deps.graph, &number, &token).await;
     let now = deps.clock.now();
-    let verdict = verdict(&evidence, &number, deps.policy, now);
+    let (verdict, evidence) = match open_token(deps.envelope, &number).await {
+        Ok(Some(token)) => {
+            let evidence = gather(deps.graph, &number, &token).await;
+            (
+                verdict(&evidence, &number, deps.policy, now),
+                Some(evidence),
+            )
+        }
+        Ok(None) => {
+            return Ok(CheckOutcome {
+                number,
+                changed: None,
+                throttled_until: None,
+                written: false,
+                our_credentials_rejected: false,
+            });
+        }
+        Err(e) => {
+            // The key service failed or the sealed token is damaged: a failed check like
+            // any other (the next check moves on, three make the number degraded), never
+            // an error that leaves the number due and blocks the sweep's queue.
+            tracing::error!(
+                metric = "TokenUnreadable",
+                phone_number_id = %number.phone_number_id,
+                error = %e,
+                "the number's token could not be opened"
+            );
+            let verdict = Verdict::Inconclusive {
+                message: "the stored business token could not be opened".into(),
+                throttled_until: None,
+            };
+            (verdict, None)
+        }
+    };
     let (health, changed) = apply(&number, &verdict, deps.policy, now);
     let mut updated = number.revision(now);
     updated.health = health;
-    if let Ok(p) = evidence.profile {
+    if let Some(Ok(p)) = evidence.map(|e| e.profile) {
         updated.profile = p;
     }
     let (throttled_until, ours) = match &verdict {

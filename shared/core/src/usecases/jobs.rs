@@ -99,6 +99,14 @@ pub async fn handle_job(
             Err(JobFailure::Retry(msg))
         }
         Err(SetupError::Store(e)) => Err(JobFailure::Retry(e.to_string())),
+        Err(SetupError::Busy(until)) => {
+            // Another delivery runs it: come back when its lease ends, without spending
+            // this job's deliveries (a fresh message; this one is done).
+            deps.queue
+                .enqueue_at(&job, until)
+                .await
+                .map_err(|e| JobFailure::Retry(format!("re-queueing a busy setup: {e}")))
+        }
     }
 }
 

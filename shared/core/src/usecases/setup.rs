@@ -105,6 +105,10 @@ pub enum SetupError {
     /// Worth another delivery (transient Meta failure, throttling, a concurrent write).
     #[error("{0}")]
     Retry(String),
+    /// Another delivery holds the setup's lease until then: not a failure of this
+    /// job (it is queued again for then, and no retry is spent).
+    #[error("another delivery is running this setup until {0}")]
+    Busy(DateTime<Utc>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -266,10 +270,8 @@ pub async fn run_setup(
             .unwrap_or(HealthReason::RegistrationDeferred);
         return Ok(SetupOutcome::Deferred { until, reason });
     }
-    if n.setup.lease_until.is_some_and(|l| l > now) {
-        return Err(SetupError::Retry(
-            "another delivery is running this setup".into(),
-        ));
+    if let Some(until) = n.setup.lease_until.filter(|l| *l > now) {
+        return Err(SetupError::Busy(until));
     }
     let token = match open_token(deps.envelope, &n).await {
         Ok(Some(t)) => t,
@@ -277,18 +279,63 @@ pub async fn run_setup(
         Err(e) => return Err(SetupError::Retry(format!("opening the token: {e}"))),
     };
     // Take the lease: of two concurrent deliveries, one writes it, the other retries.
-    n.setup.lease_until = Some(now + SETUP_LEASE);
+    let lease = now + SETUP_LEASE;
+    n.setup.lease_until = Some(lease);
     n = save(deps.store, &n, now).await?;
+    let result = steps(deps, n, &token, now).await;
+    if result.is_err() {
+        // Every exit gives the lease back: a redelivery must not wait for it to run out.
+        release_lease(deps, app, phone, lease).await;
+    }
+    result
+}
+
+/// Gives back the lease `lease` if the number still holds it (best effort: it also
+/// runs out by itself).
+async fn release_lease(
+    deps: WorkerDeps<'_>,
+    app: &AppId,
+    phone: &PhoneNumberId,
+    lease: DateTime<Utc>,
+) {
+    for _ in 0..3 {
+        let Ok(Some(n)) = deps.store.number(app, phone).await else {
+            return;
+        };
+        if n.setup.lease_until != Some(lease) {
+            return;
+        }
+        let mut released = n.revision(deps.clock.now());
+        released.setup.lease_until = None;
+        match deps.store.save_number(&released, n.version, None).await {
+            Ok(()) => return,
+            Err(WriteError::Changed) => continue,
+            Err(WriteError::Store(e)) => {
+                warn!(phone_number_id = %phone, error = %e, "setup lease not released; it runs out by itself");
+                return;
+            }
+        }
+    }
+}
+
+/// The steps after the lease is taken.
+async fn steps(
+    deps: WorkerDeps<'_>,
+    mut n: Number,
+    token: &AccessToken,
+    now: DateTime<Utc>,
+) -> Result<SetupOutcome, SetupError> {
+    let (app, phone) = (n.app_id.clone(), n.phone_number_id.clone());
 
     if !n.setup.webhook_subscribed {
-        if let Err(e) = deps.graph.subscribe_app(&token, &n.waba_id).await {
+        if let Err(e) = deps.graph.subscribe_app(token, &n.waba_id).await {
             return failed(deps, &n, "subscribe webhooks", e).await;
         }
         n.setup.webhook_subscribed = true;
         n = save(deps.store, &n, now).await?;
     }
     if !n.setup.registered {
-        match register(deps, n, &token, now).await? {
+        match register(deps, n, token, now).await? {
             Ok(registered) => n = registered,
             Err(outcome) => return Ok(outcome),
         }

@@ -1,0 +1,188 @@
+//! What reading the code and injecting faults found, each pinned by a test: a setup's
+//! lease given back on every exit and never spending a retry, an unreadable token that
+//! is a failed check rather than a stalled sweep, expired failed sessions, and the
+//! scenarios peers' suites cover (a removed number never checked, a revoked number
+//! reconnected to healthy).
+
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use pipes_core::number::HealthReason;
+use pipes_core::queue::Job;
+use pipes_core::usecases::jobs::handle_job;
+use pipes_core::usecases::setup::{SetupError, SetupOutcome, run_setup};
+use pipes_core::usecases::sweep::SweepConfig;
+use pipes_core::{Clock, HealthStatus, Number, PhoneNumberId};
+use pipes_sandbox::SignupResult;
+use pipes_tests::{Backend, TestApp};
+
+on_both_stores! {
+    a_setup_failing_after_its_lease_gives_the_lease_back => lease_given_back;
+    an_unreadable_token_is_a_failed_check_and_the_sweep_moves_on => unreadable_token;
+    a_revoked_number_reconnected_through_a_new_link_is_healthy_again => reconnect_after_down;
+    the_sweep_never_checks_a_removed_number => removed_never_checked;
+}
+
+async fn signed_up(t: &TestApp) -> SignupResult {
+    let (token, _) = t.signup_token().await;
+    let s = t.sandbox_signup();
+    assert_eq!(t.finish(&token, &s).await.status, 200);
+    s
+}
+
+async fn number(t: &TestApp, s: &SignupResult) -> Number {
+    let phone = PhoneNumberId::parse(&s.phone_number_id).unwrap();
+    t.store.number(&t.app.id, &phone).await.unwrap().unwrap()
+}
+
+fn everything_due() -> SweepConfig {
+    SweepConfig {
+        safety_margin: StdDuration::ZERO,
+        horizon: Duration::days(3650),
+        ..SweepConfig::default()
+    }
+}
+
+/// Fault injection found setups stuck: a delivery that failed on a path returning
+/// early after taking the 2-minute lease (here a version conflict with a concurrent
+/// write) kept it, and every redelivery spent a retry on "another delivery is running".
+async fn lease_given_back(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    let s = signed_up(&t).await;
+    let phone = PhoneNumberId::parse(&s.phone_number_id).unwrap();
+    t.sandbox.set_latency_ms(300);
+    let bump = async {
+        tokio::time::sleep(StdDuration::from_millis(120)).await;
+        let n = t.store.number(&t.app.id, &phone).await.unwrap().unwrap();
+        assert!(n.setup.lease_until.is_some(), "the setup holds its lease");
+        let next = n.revision(t.clock.now());
+        t.store.save_number(&next, n.version, None).await.unwrap();
+    };
+    let (result, ()) = tokio::join!(run_setup(t.worker_deps(), &t.app.id, &phone), bump);
+    assert!(matches!(result, Err(SetupError::Retry(_))), "{result:?}");
+    assert_eq!(number(&t, &s).await.setup.lease_until, None, "given back");
+    t.sandbox.set_latency_ms(0);
+    // At once, not 2 minutes later.
+    let again = run_setup(t.worker_deps(), &t.app.id, &phone).await.unwrap();
+    assert_eq!(again, SetupOutcome::Completed(HealthStatus::Healthy));
+}
+
+/// A delivery finding the setup leased by another is not a failure: it is queued again
+/// for the lease's end and spends none of the job's deliveries.
+#[tokio::test]
+async fn a_busy_setup_is_queued_for_later_without_spending_a_delivery() {
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let s = signed_up(&t).await;
+    let store = t.backend.embedded.as_ref().unwrap();
+    // The callback's job: taken (as a worker would), not run yet.
+    let now = t.clock.now();
+    let taken = store
+        .take_jobs(now, 10, now + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    let n = number(&t, &s).await;
+    let mut leased = n.revision(now);
+    let until = now + Duration::minutes(2);
+    leased.setup.lease_until = Some(until);
+    t.store.save_number(&leased, n.version, None).await.unwrap();
+    assert!(
+        handle_job(t.worker_deps(), &taken[0].body, true)
+            .await
+            .is_ok()
+    );
+    store.ack_job(taken[0].id).await.unwrap(); // as the worker does with an Ok
+    let job: Job = serde_json::from_str(&taken[0].body).unwrap();
+    assert!(matches!(job, Job::Setup { .. }));
+    assert_eq!(
+        number(&t, &s).await.setup.last_error,
+        None,
+        "not recorded as a failure, even on the last delivery"
+    );
+    let early = store.take_jobs(now, 10, now).await.unwrap();
+    assert!(early.is_empty(), "queued for the lease's end: {early:?}");
+    let later = store
+        .take_jobs(until + Duration::seconds(1), 10, until)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].attempts, 1, "a fresh message");
+}
+
+/// A token the key service cannot open (a damaged record, a KMS failure) is a failed
+/// check: the next check moves on, three make the number degraded, and the sweep's
+/// other due numbers are checked meanwhile. Before, the error left the number due and
+/// 500 of them blocked every other due number on every run.
+async fn unreadable_token(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    let a = signed_up(&t).await;
+    let b = signed_up(&t).await;
+    t.run_jobs().await;
+    // Number a gets number b's sealed token: it opens for neither (bound to its record).
+    let (na, nb) = (number(&t, &a).await, number(&t, &b).await);
+    let mut damaged = na.revision(t.clock.now());
+    damaged.sealed_token = nb.sealed_token.clone();
+    t.store
+        .save_number(&damaged, na.version, None)
+        .await
+        .unwrap();
+    for round in 1..=3u32 {
+        t.clock.advance(Duration::hours(2));
+        let report = t.sweep(everything_due(), None).await;
+        assert_eq!(report.checked, 2, "round {round}: both checked");
+        let n = number(&t, &a).await;
+        assert_eq!(n.health.consecutive_failures, round);
+        assert!(n.health.next_check_at.unwrap() > t.clock.now(), "moved on");
+        assert_eq!(number(&t, &b).await.health.status, HealthStatus::Healthy);
+    }
+    let n = number(&t, &a).await;
+    assert_eq!(
+        (n.health.status, n.health.reason),
+        (HealthStatus::Degraded, Some(HealthReason::CheckFailing))
+    );
+    assert!(n.health.message.unwrap().contains("could not be opened"));
+}
+
+async fn reconnect_after_down(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    let s = signed_up(&t).await;
+    t.run_jobs().await;
+    t.sandbox.revoke(&s.phone_number_id);
+    t.clock.advance(Duration::hours(2));
+    t.sweep(everything_due(), None).await;
+    let down = number(&t, &s).await;
+    assert_eq!(
+        (down.health.status, down.health.reason),
+        (HealthStatus::Down, Some(HealthReason::TokenInvalid))
+    );
+    // The owner runs Embedded Signup again for the same number through a new link.
+    let (token, _) = t.signup_token().await;
+    let again = t.sandbox_signup_for(&s.phone_number_id);
+    assert_eq!(t.finish(&token, &again).await.status, 200);
+    t.run_jobs().await;
+    let n = number(&t, &s).await;
+    assert_eq!(n.health.status, HealthStatus::Healthy, "{:?}", n.health);
+    assert_ne!(n.health.reason, Some(HealthReason::TokenInvalid));
+    assert!(n.version > down.version);
+}
+
+async fn removed_never_checked(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    let s = signed_up(&t).await;
+    t.run_jobs().await;
+    let req = t
+        .authed(
+            http::Method::DELETE,
+            &format!("/v1/numbers/{}", s.phone_number_id),
+        )
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(t.send(req).await.status, 204);
+    t.run_jobs().await;
+    let before = t.sandbox.calls("GET health_status");
+    t.clock.advance(Duration::days(2));
+    let report = t.sweep(everything_due(), None).await;
+    assert_eq!(report.checked, 0);
+    assert_eq!(t.sandbox.calls("GET health_status"), before);
+    assert_eq!(number(&t, &s).await.health.status, HealthStatus::Removed);
+}

@@ -72,6 +72,12 @@ async fn the_bootstrap_signs_an_owner_in_and_serves_the_pages() {
             .await,
     );
     assert_eq!(status, 200, "{body}");
+    // A login link requested with an Idempotency-Key, twice: the same (sealed) answer.
+    let mut keyed = event("post-login-link.json", &[(SAMPLE_KEY, &key)]);
+    keyed["headers"]["idempotency-key"] = "login-1".into();
+    let (_, _, _, first) = response(lambda.invoke(keyed.clone()).await);
+    let (status, _, _, again) = response(lambda.invoke(keyed).await);
+    assert_eq!((status, &again), (200, &first));
     let url: Value = serde_json::from_str(&body).unwrap();
     let link = url["url"]
         .as_str()

@@ -126,16 +126,16 @@ async fn the_bootstrap_serves_the_numbers_routes() {
     );
     assert_eq!(status, 200, "{rotated}");
     assert_ne!(rotated["secret"], created["secret"]);
-    let (status, ping) = response(
-        lambda
-            .invoke(event("test-webhook-endpoint.json", key, phone))
-            .await,
-    );
+    let mut keyed = event("test-webhook-endpoint.json", key, phone);
+    keyed["headers"]["idempotency-key"] = "ping-1".into();
+    let (status, ping) = response(lambda.invoke(keyed.clone()).await);
     assert_eq!(
         (status, ping["type"].as_str()),
         (202, Some("ping")),
         "{ping}"
     );
+    let (_, again) = response(lambda.invoke(keyed).await);
+    assert_eq!(again["id"], ping["id"], "the same ping, queued once");
     let (status, listed) = response(lambda.invoke(event("list-events.json", key, phone)).await);
     assert_eq!(status, 200, "{listed}");
     let changed = listed["events"].as_array().unwrap();

@@ -61,6 +61,14 @@ async fn the_bootstrap_answers_the_sample_events_from_dynamodb() {
     assert_eq!(session["status"], "pending");
     assert_eq!(session["metadata"]["partnerId"], "p_123");
 
+    // With an Idempotency-Key, a retried request gets the same link (kept sealed).
+    let mut event: Value = serde_json::from_str(&POST_TOKEN.replace(SAMPLE_KEY, key)).unwrap();
+    event["headers"]["idempotency-key"] = "order-7".into();
+    let (status, first) = response(lambda.invoke(event.clone()).await);
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = response(lambda.invoke(event).await);
+    assert_eq!((status, &again), (200, &first));
+
     // The placeholder key in the sample is not a real key.
     let (status, err) = response(
         lambda

@@ -47,6 +47,9 @@ impl KeyContext {
     /// Webhook endpoints' signing secrets: a purpose of their own, so a function that
     /// signs partner events or redirects may open these and nothing else.
     pub const ENDPOINT_PURPOSE: &'static str = "pipes-endpoint-secret";
+    /// Responses kept for idempotent retries (they may carry a signup token or a
+    /// secret shown once).
+    pub const RESPONSE_PURPOSE: &'static str = "pipes-idempotent-response";
 
     /// Data keys are per App: one App's keys never open another App's secrets.
     pub fn for_app(app_id: &AppId) -> Self {
@@ -129,6 +132,11 @@ impl SecretBinding<'_> {
         )
         .into_bytes()
     }
+}
+
+/// The associated data of a response kept for an idempotent retry.
+fn response_aad(app_id: &AppId) -> Vec<u8> {
+    format!("pipes.bot/v1|idempotent-response|{app_id}").into_bytes()
 }
 
 /// The associated data of an App-wide secret (distinct from every number's).
@@ -339,6 +347,32 @@ impl Envelope {
             .await?;
         let s = std::str::from_utf8(bytes.expose_secret()).map_err(|_| CryptoError::Malformed)?;
         Ok(SecretString::from(s.to_owned()))
+    }
+
+    /// Seals a response kept for an idempotent retry.
+    pub async fn seal_response(&self, app_id: &AppId, body: &[u8]) -> Result<Sealed, CryptoError> {
+        self.seal_aad(
+            app_id,
+            KeyContext::RESPONSE_PURPOSE,
+            &response_aad(app_id),
+            body,
+        )
+        .await
+    }
+
+    /// Opens a response sealed by [`Envelope::seal_response`].
+    pub async fn open_response(
+        &self,
+        app_id: &AppId,
+        sealed: &Sealed,
+    ) -> Result<SecretBox<Vec<u8>>, CryptoError> {
+        self.open_aad(
+            app_id,
+            KeyContext::RESPONSE_PURPOSE,
+            &response_aad(app_id),
+            sealed,
+        )
+        .await
     }
 
     async fn seal_aad(

@@ -104,6 +104,15 @@ impl Platform {
         }
     }
 
+    /// What idempotency keys talk to.
+    pub fn idempotency(&self) -> crate::usecases::idempotency::IdemDeps<'_> {
+        crate::usecases::idempotency::IdemDeps {
+            store: &*self.store,
+            envelope: &self.envelope,
+            clock: &*self.clock,
+        }
+    }
+
     /// What receiving Meta's webhooks talks to.
     pub fn receive(&self) -> ReceiveDeps<'_> {
         ReceiveDeps {

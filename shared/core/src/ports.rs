@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::app::{App, AppKeyRecord, Slug};
+use crate::crypto::Sealed;
 use crate::events::{Endpoint, Event, EventType};
 use crate::ids::{AppId, KeyId, SecretHash, SessionId};
 use crate::number::{HealthEvent, HealthStatus, Number, PhoneNumberId, WabaId};
@@ -455,8 +456,59 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     ) -> Result<EventPage, StoreError>;
 }
 
+/// What a request under an `Idempotency-Key` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdemClaim {
+    /// First use (or the key expired, or an earlier run died): run the request.
+    Run,
+    /// A request with this key is running now.
+    InProgress,
+    /// The same key with a different request.
+    Reused,
+    /// Done before: answer with its stored response.
+    Replay { status: u16, body: Sealed },
+}
+
+/// Idempotency keys: per App, by the key's hash, for 24 hours.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
+    /// Claims the key for a request whose fingerprint is `request_hash`: of concurrent
+    /// callers one gets `Run`. A `Run` claim lasts until `lease_until` (a run that dies
+    /// frees the key then); the record lasts until `expires_at`.
+    async fn claim_idempotency(
+        &self,
+        app: &AppId,
+        key_hash: &SecretHash,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<IdemClaim, StoreError>;
+    /// Stores the response of a run (sealed: it may carry a token).
+    async fn finish_idempotency(
+        &self,
+        app: &AppId,
+        key_hash: &SecretHash,
+        status: u16,
+        body: &Sealed,
+    ) -> Result<(), StoreError>;
+    /// Forgets a run that failed on our side (5xx): the same key may be retried.
+    async fn release_idempotency(
+        &self,
+        app: &AppId,
+        key_hash: &SecretHash,
+    ) -> Result<(), StoreError>;
+}
+
 pub trait Store:
-    AppStore + SessionStore + NumberStore + DashboardStore + InboxStore + EventStore + std::fmt::Debug
+    AppStore
+    + SessionStore
+    + NumberStore
+    + DashboardStore
+    + InboxStore
+    + EventStore
+    + IdempotencyStore
+    + std::fmt::Debug
 {
 }
 impl<
@@ -466,6 +518,7 @@ impl<
         + DashboardStore
         + InboxStore
         + EventStore
+        + IdempotencyStore
         + std::fmt::Debug,
 > Store for T
 {

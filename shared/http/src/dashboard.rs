@@ -37,9 +37,13 @@ use crate::html::{escape, script_json};
 use crate::numbers::number_view;
 use crate::partner::rfc3339;
 
+/// The App's API route of the dashboard (app key, idempotent POST).
+pub(crate) fn api_routes() -> Router<Platform> {
+    Router::new().route("/v1/dashboard/login-links", post(login_link))
+}
+
 pub(crate) fn routes() -> Router<Platform> {
     Router::new()
-        .route("/v1/dashboard/login-links", post(login_link))
         .route("/dashboard/login", get(login_opened).post(login))
         .route("/dashboard/signin", get(signin_help))
         .route("/dashboard", get(app_page))

@@ -147,6 +147,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // Authenticated already by the Idempotency-Key layer: one key lookup per request.
+        if let Some(crate::idempotency::Authenticated(app, key)) = parts.extensions.get() {
+            return Ok(Self(app.clone(), key.clone()));
+        }
         let state = Platform::from_ref(state);
         let store: &dyn pipes_core::AppStore = &*state.store;
         let (app, key) = authenticate_key(store, bearer(parts)).await?;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod html;
+pub mod idempotency;
 mod layers;
 pub mod numbers;
 mod partner;
@@ -21,7 +22,15 @@ pub use signup::InvocationDeadline;
 
 /// The token-issuer's routes: `POST /v1/apps/token`, `GET /v1/sessions/{id}`.
 pub fn token_issuer_router(platform: Platform) -> Router {
-    layers::finish(partner::routes().with_state(platform))
+    layers::finish(idempotent(partner::routes(), &platform).with_state(platform))
+}
+
+/// The App's routes with the `Idempotency-Key` layer on their POSTs.
+fn idempotent(routes: Router<Platform>, platform: &Platform) -> Router<Platform> {
+    routes.route_layer(axum::middleware::from_fn_with_state(
+        platform.clone(),
+        idempotency::idempotent,
+    ))
 }
 
 /// The signup-callback's routes: the hosted page, `POST /v1/signup/callback` and
@@ -37,29 +46,35 @@ pub fn signup_router(platform: Platform) -> Router {
 /// The numbers-api's routes: `/v1/numbers...`, the webhook endpoint and the event log.
 pub fn numbers_router(platform: Platform) -> Router {
     layers::finish(
-        numbers::routes()
-            .merge(events::routes())
-            .with_state(platform),
+        idempotent(numbers::routes().merge(events::routes()), &platform).with_state(platform),
     )
 }
 
 /// The dashboard function's routes: the owner's pages and `POST /v1/dashboard/login-links`.
 pub fn dashboard_router(platform: Platform) -> Router {
-    layers::finish(dashboard::routes().with_state(platform))
+    layers::finish(
+        dashboard::routes()
+            .merge(idempotent(dashboard::api_routes(), &platform))
+            .with_state(platform),
+    )
 }
 
 /// Every route the platform serves, for the local server; `extra` holds routes of
 /// the host's own (the sandbox in local mode).
 pub fn local_router(platform: Platform, extra: Router) -> Router {
     layers::finish(
-        partner::routes()
-            .merge(numbers::routes())
-            .merge(events::routes())
-            .merge(signup::routes())
-            .merge(webhooks::routes())
-            .merge(dashboard::routes())
-            .with_state(platform)
-            .merge(layers::healthz())
-            .merge(extra),
+        idempotent(
+            partner::routes()
+                .merge(numbers::routes())
+                .merge(events::routes())
+                .merge(dashboard::api_routes()),
+            &platform,
+        )
+        .merge(signup::routes())
+        .merge(webhooks::routes())
+        .merge(dashboard::routes())
+        .with_state(platform)
+        .merge(layers::healthz())
+        .merge(extra),
     )
 }

@@ -28,6 +28,7 @@ mod events;
 mod graph_client;
 mod hardening;
 mod health;
+mod idempotency;
 mod kms;
 mod lifecycle;
 mod meta_scenarios;

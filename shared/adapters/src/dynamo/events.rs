@@ -318,3 +318,108 @@ impl EventStore for DynamoStore {
         Ok(page)
     }
 }
+
+#[async_trait]
+impl pipes_core::ports::IdempotencyStore for DynamoStore {
+    async fn claim_idempotency(
+        &self,
+        app: &AppId,
+        key_hash: &SecretHash,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<pipes_core::ports::IdemClaim, StoreError> {
+        use pipes_core::ports::IdemClaim;
+        let (pk, sk) = (format!("IDEM#{app}"), format!("IDEM#{}", key_hash.as_str()));
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(&sk))
+            .item("requestHash", s(request_hash))
+            .item("leaseUntil", n(lease_until.timestamp_millis()))
+            .item("expiresAt", n(expires_at.timestamp_millis()))
+            .item("ttl", n(expires_at.timestamp()))
+            // New, expired, or a run that died (its lease is over) with the same request.
+            .condition_expression(
+                "attribute_not_exists(#pk) OR #e <= :now OR \
+                 (attribute_not_exists(#st) AND #l <= :now AND #r = :r)",
+            )
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#e", "expiresAt")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#l", "leaseUntil")
+            .expression_attribute_names("#r", "requestHash")
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .expression_attribute_values(":r", s(request_hash))
+            .send()
+            .await;
+        match res {
+            Ok(_) => return Ok(IdemClaim::Run),
+            Err(e) if is_condition_failure(&e) => {}
+            Err(e) => return Err(StoreError::unavailable(e)),
+        }
+        let Some(item) = self.get(pk, &sk).await? else {
+            return Ok(IdemClaim::InProgress); // gone meanwhile: the caller may retry
+        };
+        let a = Attrs(&item);
+        if a.str("requestHash")? != request_hash {
+            return Ok(IdemClaim::Reused);
+        }
+        match (a.opt_str("status")?, a.opt_str("body")?) {
+            (Some(status), Some(body)) => Ok(IdemClaim::Replay {
+                status: status.parse().map_err(|_| corrupt("status"))?,
+                body: pipes_core::crypto::Sealed::decode(body).map_err(|_| corrupt("body"))?,
+            }),
+            _ => Ok(IdemClaim::InProgress),
+        }
+    }
+
+    async fn finish_idempotency(
+        &self,
+        app: &AppId,
+        key_hash: &SecretHash,
+        status: u16,
+        body: &pipes_core::crypto::Sealed,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("IDEM#{app}")))
+            .key("sk", s(format!("IDEM#{}", key_hash.as_str())))
+            .update_expression("SET #st = :st, #b = :b REMOVE #l")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#b", "body")
+            .expression_attribute_names("#l", "leaseUntil")
+            .expression_attribute_values(":st", s(status.to_string()))
+            .expression_attribute_values(":b", s(body.encode()))
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(())
+    }
+
+    async fn release_idempotency(
+        &self,
+        app: &AppId,
+        key_hash: &SecretHash,
+    ) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("IDEM#{app}")))
+            .key("sk", s(format!("IDEM#{}", key_hash.as_str())))
+            .condition_expression("attribute_not_exists(#st)")
+            .expression_attribute_names("#st", "status")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(StoreError::unavailable(e)),
+        }
+    }
+}

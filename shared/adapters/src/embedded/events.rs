@@ -247,3 +247,104 @@ impl EventStore for EmbeddedStore {
         Ok(EventPage::from_overfetch(events, limit))
     }
 }
+
+#[async_trait]
+impl pipes_core::ports::IdempotencyStore for EmbeddedStore {
+    async fn claim_idempotency(
+        &self,
+        app: &AppId,
+        key_hash: &SecretHash,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<pipes_core::ports::IdemClaim, StoreError> {
+        use pipes_core::ports::IdemClaim;
+        let (app, key, req) = (app.clone(), key_hash.clone(), request_hash.to_owned());
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            type Row = (String, Option<i64>, Option<u16>, Option<String>, i64);
+            let found: Option<Row> = tx
+                .query_row(
+                    "SELECT request_hash, lease_until, status, body, expires_at FROM idempotency \
+                     WHERE app_id = ?1 AND key_hash = ?2",
+                    params![app.as_str(), key.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let claim = match found {
+                Some((_, _, _, _, expires)) if expires <= millis(now) => None,
+                Some((hash, _, _, _, _)) if hash != req => Some(IdemClaim::Reused),
+                Some((_, _, Some(status), Some(body), _)) => Some(IdemClaim::Replay {
+                    status,
+                    body: pipes_core::crypto::Sealed::decode(&body)
+                        .map_err(|_| StoreError::Corrupt("idempotent response".into()))?,
+                }),
+                Some((_, Some(lease), _, _, _)) if lease > millis(now) => {
+                    Some(IdemClaim::InProgress)
+                }
+                _ => None,
+            };
+            if let Some(claim) = claim {
+                return Ok(claim);
+            }
+            tx.execute(
+                "INSERT INTO idempotency (app_id, key_hash, request_hash, lease_until, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(app_id, key_hash) DO UPDATE SET \
+                 request_hash = excluded.request_hash, lease_until = excluded.lease_until, \
+                 status = NULL, body = NULL, expires_at = excluded.expires_at",
+                params![
+                    app.as_str(),
+                    key.as_str(),
+                    req,
+                    millis(lease_until),
+                    millis(expires_at)
+                ],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(IdemClaim::Run)
+        })
+        .await
+    }
+
+    async fn finish_idempotency(
+        &self,
+        app: &AppId,
+        key_hash: &SecretHash,
+        status: u16,
+        body: &pipes_core::crypto::Sealed,
+    ) -> Result<(), StoreError> {
+        let (app, key, body) = (app.clone(), key_hash.clone(), body.encode());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE idempotency SET status = ?3, body = ?4, lease_until = NULL \
+                 WHERE app_id = ?1 AND key_hash = ?2",
+                params![app.as_str(), key.as_str(), status, body],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_idempotency(
+        &self,
+        app: &AppId,
+        key_hash: &SecretHash,
+    ) -> Result<(), StoreError> {
+        let (app, key) = (app.clone(), key_hash.clone());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM idempotency WHERE app_id = ?1 AND key_hash = ?2 AND status IS NULL",
+                params![app.as_str(), key.as_str()],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+}

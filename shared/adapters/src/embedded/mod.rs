@@ -152,6 +152,16 @@ CREATE TABLE endpoints (
 );
 ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'work';
 CREATE INDEX jobs_by_lane ON jobs(lane, dead, visible_at);
+CREATE TABLE idempotency (
+    app_id       TEXT NOT NULL REFERENCES apps(id),
+    key_hash     TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    lease_until  INTEGER,
+    status       INTEGER,
+    body         TEXT,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (app_id, key_hash)
+);
 CREATE TABLE events (
     app_id     TEXT NOT NULL REFERENCES apps(id),
     id         TEXT NOT NULL,

@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod events;
 pub mod get_session;
 pub mod health;
+pub mod idempotency;
 pub mod inbound;
 pub mod issue_token;
 pub mod jobs;

@@ -24,6 +24,27 @@ pub enum AppsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change an App: its name, allowed redirect origins, or rate limit.
+    Update {
+        #[command(flatten)]
+        app: AppRef,
+        #[arg(long)]
+        name: Option<String>,
+        /// Replaces the allowed redirect origins (repeatable).
+        #[arg(long = "redirect-origin", conflicts_with = "any_redirect_origin")]
+        redirect_origins: Vec<String>,
+        /// Allows any redirect origin again.
+        #[arg(long)]
+        any_redirect_origin: bool,
+        /// Requests per second on the app-key routes, on average (default 20).
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Requests admitted at once (default 100; at least the rate).
+        #[arg(long)]
+        burst: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List Apps.
     List {
         #[arg(long)]
@@ -271,6 +292,44 @@ pub async fn run(cmd: AppsCommand, store: &dyn Store) -> anyhow::Result<()> {
                 println!(
                     "appKey: {}  (shown once: store it now)",
                     created.key.expose()
+                );
+            }
+        }
+        AppsCommand::Update {
+            app,
+            name,
+            redirect_origins,
+            any_redirect_origin,
+            rate,
+            burst,
+            json,
+        } => {
+            let app = admin::find_app(store, &app.app).await?;
+            let origins = if any_redirect_origin {
+                Some(Vec::new())
+            } else {
+                (!redirect_origins.is_empty()).then_some(redirect_origins)
+            };
+            let change = admin::AppUpdate {
+                name,
+                redirect_origins: origins,
+                rate_per_second: rate,
+                rate_burst: burst,
+            };
+            let updated = admin::update_app(store, &app, change).await?;
+            if json {
+                print_json(&serde_json::to_value(&updated)?);
+            } else {
+                let origins: Vec<&str> =
+                    updated.allowed_origins.iter().map(|o| o.as_str()).collect();
+                println!(
+                    "{}  {}  {:?}  origins: [{}]  rate: {}/s, burst {}",
+                    updated.id,
+                    updated.slug,
+                    updated.name.as_str(),
+                    origins.join(", "),
+                    updated.rate_limit.per_second,
+                    updated.rate_limit.burst
                 );
             }
         }

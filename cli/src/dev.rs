@@ -87,9 +87,13 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
 
     let worker = spawn_worker(platform.clone(), store, args.sweep_interval);
     let extra = sandbox.map_or_else(Router::new, pipes_sandbox::router);
-    axum::serve(listener, local_router(platform, extra))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The peer's address is the client IP the public routes' rate limits count.
+    axum::serve(
+        listener,
+        local_router(platform, extra).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     worker.abort();
     println!("stopped");
     Ok(())

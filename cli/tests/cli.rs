@@ -317,6 +317,26 @@ async fn two_hundred_concurrent_token_requests_all_succeed_with_distinct_tokens(
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
+    // The default limit (20/s, bursts of 100) refuses a burst of 200 with 429s.
+    let burst: Vec<u16> = futures_util::future::join_all((0..150).map(|_| {
+        let (client, base, key) = (client.clone(), server.base.clone(), key.clone());
+        async move { issue(&client, &base, &key).await.status().as_u16() }
+    }))
+    .await;
+    let limited = burst.iter().filter(|s| **s == 429).count();
+    assert!(limited >= 40, "{limited} of 150 limited");
+    assert_eq!(burst.iter().filter(|s| **s == 200).count() + limited, 150);
+    // An operator raises this App's limit; the running server applies it at once.
+    let updated = stdout_json(&pipes(
+        &[
+            "apps", "update", "--app", "demo", "--rate", "1000", "--burst", "5000", "--json",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(
+        updated["rateLimit"],
+        json!({"perSecond": 1000, "burst": 5000})
+    );
     let requests = (0..200).map(|_| {
         let (client, base, key) = (client.clone(), server.base.clone(), key.clone());
         tokio::spawn(async move {

@@ -90,6 +90,7 @@ pub fn assemble(
         sender: Arc::new(crate::event_sender::HttpEventSender::new(false)),
         webhook_verify_token: config::optional("META_WEBHOOK_VERIFY_TOKEN").map(Into::into),
         allow_local_endpoints: false,
+        limits: pipes_core::usecases::limits::Limits::default(),
     })
 }
 

@@ -140,6 +140,47 @@ pub struct App {
     /// Empty means any redirect origin is accepted.
     pub allowed_origins: Vec<RedirectOrigin>,
     pub created_at: DateTime<Utc>,
+    /// How fast the App may call its app-key routes.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+}
+
+/// An App's request rate on its app-key routes: `per_second` on average, with bursts of
+/// up to `burst` (a fixed window of `burst / per_second` seconds admits `burst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_second: 20,
+            burst: 100,
+        }
+    }
+}
+
+impl RateLimit {
+    /// 1 to 10,000 per second; a burst from the rate to 100,000.
+    pub fn new(per_second: u32, burst: u32) -> Result<Self, String> {
+        if !(1..=10_000).contains(&per_second) {
+            return Err("the rate must be from 1 to 10000 requests per second".into());
+        }
+        if burst < per_second || burst > 100_000 {
+            return Err("the burst must be at least the rate and at most 100000".into());
+        }
+        Ok(Self { per_second, burst })
+    }
+
+    /// The counting window (whole seconds, at least one).
+    pub fn window(self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(
+            self.burst.div_ceil(self.per_second.max(1)).max(1),
+        ))
+    }
 }
 
 /// What is known of one app key besides its hash: enough to list and revoke it.

@@ -51,6 +51,8 @@ pub struct Platform {
     pub webhook_verify_token: Option<secrecy::SecretString>,
     /// `pipes dev`: partner endpoints may be plain http on localhost.
     pub allow_local_endpoints: bool,
+    /// The rate limits besides each App's own.
+    pub limits: crate::usecases::limits::Limits,
 }
 
 impl Platform {

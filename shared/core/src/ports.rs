@@ -48,6 +48,9 @@ pub trait AppStore: Send + Sync + std::fmt::Debug {
     async fn app_by_slug(&self, slug: &Slug) -> Result<Option<App>, StoreError>;
     /// Every App, oldest first (an operator's listing, not a request path).
     async fn list_apps(&self) -> Result<Vec<App>, StoreError>;
+    /// Rewrites an existing App's name, redirect origins and rate limit (and the copies
+    /// its keys carry), in one transaction; `NotFound` for an unknown App.
+    async fn update_app(&self, app: &App) -> Result<(), StoreError>;
     /// Adds a key to an existing App (`NotFound` otherwise).
     async fn add_key(&self, key: &AppKeyRecord, key_hash: &SecretHash) -> Result<(), StoreError>;
     /// The App holding a live (not revoked) key with this hash, and that key's id.
@@ -456,6 +459,19 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     ) -> Result<EventPage, StoreError>;
 }
 
+/// Request counters for rate limits: fixed windows, shared by every instance.
+#[async_trait]
+pub trait RateCounter: Send + Sync + std::fmt::Debug {
+    /// Counts one request in `bucket`'s window starting at `window_start`; the count in
+    /// that window so far, this one included. Windows are forgotten after `expires_at`.
+    async fn count_request(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+}
+
 /// What a request under an `Idempotency-Key` found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IdemClaim {
@@ -508,6 +524,7 @@ pub trait Store:
     + InboxStore
     + EventStore
     + IdempotencyStore
+    + RateCounter
     + std::fmt::Debug
 {
 }
@@ -519,6 +536,7 @@ impl<
         + InboxStore
         + EventStore
         + IdempotencyStore
+        + RateCounter
         + std::fmt::Debug,
 > Store for T
 {

@@ -273,9 +273,13 @@ async fn login_link(
 /// cannot sign a visitor in by embedding someone's link.
 async fn login_opened(
     State(p): State<Platform>,
+    ip: crate::limits::ClientIp,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    if let Err(l) = crate::limits::per_ip(&p, &ip).await {
+        return ApiError::rate_limited(l).into_response();
+    }
     let token = q.get("token").map(String::as_str);
     let dest = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
     match dest {
@@ -311,9 +315,13 @@ struct LoginForm {
 
 async fn login(
     State(p): State<Platform>,
+    ip: crate::limits::ClientIp,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    if let Err(l) = crate::limits::per_ip(&p, &ip).await {
+        return ApiError::rate_limited(l).into_response();
+    }
     if !same_origin(&p, &headers) {
         return message_page(
             StatusCode::FORBIDDEN,
@@ -731,6 +739,9 @@ async fn check(
     Path(id): Path<String>,
     Change(owner): Change,
 ) -> Response {
+    if let Err(l) = crate::limits::per_app_checks(&p, &owner.app.id).await {
+        return ApiError::rate_limited(l).into_response();
+    }
     match check_now(p.check(), &owner.app, &id).await {
         Ok(_) => Redirect::to(&format!("/dashboard/numbers/{}", urlencode(&id))).into_response(),
         Err(e) => ApiError::from(e).into_response(),

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod html;
 pub mod idempotency;
 mod layers;
+pub mod limits;
 pub mod numbers;
 mod partner;
 pub mod signup;

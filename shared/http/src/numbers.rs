@@ -76,6 +76,10 @@ async fn check(
     PartnerApp(app): PartnerApp,
     Path(phone): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    // Checks spend the Meta app's rate limit every tenant shares: a budget per App.
+    crate::limits::per_app_checks(&state, &app.id)
+        .await
+        .map_err(ApiError::rate_limited)?;
     let n = check_now(state.check(), &app, &phone).await?;
     Ok(Json(number_view(&n)))
 }

@@ -30,6 +30,20 @@ pub(crate) fn routes() -> Router<Platform> {
         .route("/v1/signup/progress", post(progress))
 }
 
+/// The public posts' limits: per client IP, then per signup token.
+async fn limit_public(
+    state: &Platform,
+    ip: &crate::limits::ClientIp,
+    token: &str,
+) -> Result<(), ApiError> {
+    crate::limits::per_ip(state, ip)
+        .await
+        .map_err(ApiError::rate_limited)?;
+    crate::limits::per_token(state, token)
+        .await
+        .map_err(ApiError::rate_limited)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ProgressBody {
@@ -41,8 +55,10 @@ struct ProgressBody {
 /// the window closes), so an interrupted signup can be recognised from Meta's webhook.
 async fn progress(
     State(state): State<Platform>,
+    ip: crate::limits::ClientIp,
     ApiJson(body): ApiJson<ProgressBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    limit_public(&state, &ip, &body.token).await?;
     record_finish(&*state.store, &*state.clock, &body.token, &body.waba_id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "recorded"}))))
 }
@@ -125,9 +141,26 @@ fn page_error(e: PageError) -> Response {
 
 async fn page(
     State(state): State<Platform>,
+    ip: crate::limits::ClientIp,
     Path(slug): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    if let Err(l) = crate::limits::per_ip(&state, &ip).await {
+        let csp = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+            .to_owned();
+        let mut res = page_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            error_page(
+                "Too many requests",
+                "Too many requests came from your network. Please wait a minute, then open the link again.",
+            ),
+            csp,
+        );
+        if let Ok(v) = HeaderValue::from_str(&l.retry_after.to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
+    }
     let token = query.get("token").map(String::as_str);
     let (app, session) =
         match open_signup_page(&*state.store, &*state.store, &*state.clock, &slug, token).await {
@@ -246,9 +279,11 @@ fn required(field: &'static str, v: Option<String>) -> Result<String, ApiError> 
 
 async fn callback(
     State(state): State<Platform>,
+    ip: crate::limits::ClientIp,
     deadline: Option<axum::Extension<InvocationDeadline>>,
     ApiJson(body): ApiJson<CallbackBody>,
 ) -> Result<Json<CallbackResponse>, ApiError> {
+    limit_public(&state, &ip, &body.token).await?;
     let event = match body.event.as_str() {
         "CANCEL" => Some(AbandonEvent::Cancel),
         "ERROR" => Some(AbandonEvent::Error),

@@ -1143,6 +1143,39 @@ pub async fn endpoints_are_put_replaced_and_deleted(store: Arc<dyn Store>) {
     assert_eq!(store.endpoint(&app.id).await.unwrap(), None);
 }
 
+pub async fn an_app_update_reaches_its_keys_and_counters_count(store: Arc<dyn Store>) {
+    let created = new_app(&*store, "acme").await;
+    let extra = admin::create_key(&*store, SystemClock.now(), &created.app)
+        .await
+        .unwrap();
+    let mut app = created.app.clone();
+    app.rate_limit = pipes_core::app::RateLimit::new(7, 70).unwrap();
+    app.allowed_origins = vec![];
+    store.update_app(&app).await.unwrap();
+    assert_eq!(store.app(&app.id).await.unwrap(), Some(app.clone()));
+    for key in [&created.key, &extra.key] {
+        let found = store.app_for_key(&key.hash()).await.unwrap();
+        assert_eq!(found, Some(app.clone()), "the key's copy of the App");
+    }
+    let mut ghost = app.clone();
+    ghost.id = AppId::generate();
+    assert!(matches!(
+        store.update_app(&ghost).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let w = SystemClock.now();
+    let end = w + Duration::minutes(1);
+    for expected in 1..=3 {
+        assert_eq!(
+            store.count_request("app:x", w, end).await.unwrap(),
+            expected
+        );
+    }
+    assert_eq!(store.count_request("app:y", w, end).await.unwrap(), 1);
+    let next = w + Duration::seconds(5);
+    assert_eq!(store.count_request("app:x", next, end).await.unwrap(), 1);
+}
+
 /// Runs every contract case against stores made by `$make` (an async expression).
 macro_rules! contract_suite {
     ($module:ident, $make:expr) => {
@@ -1176,6 +1209,7 @@ macro_rules! contract_suite {
                 finish_reports_find_sessions_and_interruptions_are_claimable,
                 events_are_stored_once_and_listed_newest_first,
                 endpoints_are_put_replaced_and_deleted,
+                an_app_update_reaches_its_keys_and_counters_count,
             );
         }
     };

@@ -31,6 +31,7 @@ mod health;
 mod idempotency;
 mod kms;
 mod lifecycle;
+mod limits;
 mod meta_scenarios;
 mod numbers_api;
 mod partner_events;

@@ -59,6 +59,56 @@ impl AppStore for DynamoStore {
         Ok(apps)
     }
 
+    async fn update_app(&self, app: &App) -> Result<(), StoreError> {
+        // The App item and the copy on each of its key lookups, together.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_values(":pk", s(keys_pk(&app.id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        let item = app_item(app)?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item.clone()))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .build()
+            .map_err(StoreError::unavailable)?;
+        let mut copy = item;
+        copy.remove("pk");
+        copy.remove("sk");
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        for listing in out.items() {
+            let hash = Attrs(listing).str("keyHash")?.to_owned();
+            let update = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(format!("KEY#{hash}")))
+                .key("sk", s("KEY"))
+                .update_expression("SET #app = :app")
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#app", "app")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_values(":app", AttributeValue::M(copy.clone()))
+                .build()
+                .map_err(StoreError::unavailable)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        if items.len() > 100 {
+            return Err(StoreError::Conflict("too many keys to update at once"));
+        }
+        self.transact(items, |i| match i {
+            0 => StoreError::NotFound("app"),
+            _ => StoreError::Conflict("a key changed meanwhile"),
+        })
+        .await
+    }
+
     async fn add_key(&self, key: &AppKeyRecord, key_hash: &SecretHash) -> Result<(), StoreError> {
         let app = self
             .app(&key.app_id)

@@ -423,3 +423,37 @@ impl pipes_core::ports::IdempotencyStore for DynamoStore {
         }
     }
 }
+
+#[async_trait]
+impl pipes_core::ports::RateCounter for DynamoStore {
+    async fn count_request(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        // One atomic ADD: no read, no race between instances.
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RL#{bucket}")))
+            .key("sk", s(format!("{:015}", window_start.timestamp_millis())))
+            .update_expression("ADD #c :one SET #t = :ttl")
+            .expression_attribute_names("#c", "count")
+            .expression_attribute_names("#t", "ttl")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ttl", n(expires_at.timestamp()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(StoreError::unavailable)?;
+        let count = out
+            .attributes()
+            .and_then(|a| a.get("count"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| corrupt("count"))?;
+        Ok(count)
+    }
+}

@@ -75,6 +75,7 @@ pub(super) fn app_item(app: &App) -> Result<Item, StoreError> {
         ("name".into(), s(app.name.as_str())),
         ("allowedOrigins".into(), s(to_json(&app.allowed_origins)?)),
         ("createdAt".into(), n(app.created_at.timestamp_millis())),
+        ("rateLimit".into(), s(to_json(&app.rate_limit)?)),
     ]))
 }
 
@@ -86,6 +87,11 @@ pub(super) fn app_from(item: &Item) -> Result<App, StoreError> {
         name: AppName::parse(a.str("name")?).map_err(|_| corrupt("name"))?,
         allowed_origins: a.json::<Vec<RedirectOrigin>>("allowedOrigins")?,
         created_at: a.time("createdAt")?,
+        rate_limit: a
+            .opt_str("rateLimit")?
+            .map(|r| from_json("rateLimit", r))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

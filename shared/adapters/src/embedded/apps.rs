@@ -12,18 +12,20 @@ impl AppStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let (app, key, hash) = (app.clone(), key.clone(), key_hash.clone());
         let origins = to_json(&app.allowed_origins)?;
+        let rate = to_json(&app.rate_limit)?;
         self.with(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
             let inserted = tx
                 .execute(
-                    "INSERT INTO apps (id, slug, name, allowed_origins, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO apps (id, slug, name, allowed_origins, created_at, rate_limit) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         app.id.as_str(),
                         app.slug.as_str(),
                         app.name.as_str(),
                         origins,
-                        millis(app.created_at)
+                        millis(app.created_at),
+                        rate
                     ],
                 )
                 .and_then(|_| insert_key(&tx, &key, &hash));
@@ -62,6 +64,25 @@ impl AppStore for EmbeddedStore {
         .await
     }
 
+    async fn update_app(&self, app: &App) -> Result<(), StoreError> {
+        let app = app.clone();
+        let origins = to_json(&app.allowed_origins)?;
+        let rate = to_json(&app.rate_limit)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE apps SET name = ?2, allowed_origins = ?3, rate_limit = ?4 WHERE id = ?1",
+                    params![app.id.as_str(), app.name.as_str(), origins, rate],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("app"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn add_key(&self, key: &AppKeyRecord, key_hash: &SecretHash) -> Result<(), StoreError> {
         let (key, hash) = (key.clone(), key_hash.clone());
         self.with(move |c| match insert_key(c, &key, &hash) {
@@ -90,11 +111,11 @@ impl AppStore for EmbeddedStore {
     async fn live_key(&self, key_hash: &SecretHash) -> Result<Option<(App, KeyId)>, StoreError> {
         let hash = key_hash.clone();
         self.with(move |c| {
-            let sql = "SELECT a.id, a.slug, a.name, a.allowed_origins, a.created_at, k.key_id \
-                       FROM app_keys k JOIN apps a ON a.id = k.app_id \
+            let sql = "SELECT a.id, a.slug, a.name, a.allowed_origins, a.created_at, a.rate_limit, \
+                       k.key_id FROM app_keys k JOIN apps a ON a.id = k.app_id \
                        WHERE k.key_hash = ?1 AND k.revoked_at IS NULL";
             one(c, sql, [hash.as_str()], |r| {
-                let key: String = r.get(5)?;
+                let key: String = r.get(6)?;
                 Ok(app_from_row(r)?.and_then(|app| {
                     let key =
                         KeyId::parse(&key).ok_or_else(|| StoreError::Corrupt("key_id".into()))?;

@@ -348,3 +348,38 @@ impl pipes_core::ports::IdempotencyStore for EmbeddedStore {
         .await
     }
 }
+
+#[async_trait]
+impl pipes_core::ports::RateCounter for EmbeddedStore {
+    async fn count_request(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let bucket = bucket.to_owned();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            // Old windows go as new ones come (bounded by what was counted recently).
+            tx.execute(
+                "DELETE FROM rate_counters WHERE expires_at < ?1",
+                [millis(window_start)],
+            )
+            .map_err(db_err)?;
+            let count: i64 = tx
+                .query_row(
+                    "INSERT INTO rate_counters (bucket, window_start, count, expires_at) \
+                     VALUES (?1, ?2, 1, ?3) ON CONFLICT(bucket, window_start) \
+                     DO UPDATE SET count = count + 1 RETURNING count",
+                    params![bucket, millis(window_start), millis(expires_at)],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
+    }
+}

@@ -152,6 +152,15 @@ CREATE TABLE endpoints (
 );
 ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'work';
 CREATE INDEX jobs_by_lane ON jobs(lane, dead, visible_at);
+ALTER TABLE apps ADD COLUMN rate_limit TEXT;
+CREATE TABLE rate_counters (
+    bucket       TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    count        INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (bucket, window_start)
+);
+CREATE INDEX rate_counters_by_expiry ON rate_counters(expires_at);
 CREATE TABLE idempotency (
     app_id       TEXT NOT NULL REFERENCES apps(id),
     key_hash     TEXT NOT NULL,

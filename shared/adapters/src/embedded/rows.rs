@@ -2,11 +2,12 @@
 
 use super::*;
 
-pub(super) const APP_COLUMNS: &str = "id, slug, name, allowed_origins, created_at";
+pub(super) const APP_COLUMNS: &str = "id, slug, name, allowed_origins, created_at, rate_limit";
 
 pub(super) fn app_from_row(r: &Row<'_>) -> rusqlite::Result<Result<App, StoreError>> {
     let (id, slug, name, origins, created): (String, String, String, String, i64) =
         (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    let rate: Option<String> = r.get(5)?;
     Ok((|| {
         Ok(App {
             id: AppId::parse(&id).ok_or_else(|| StoreError::Corrupt("app id".into()))?,
@@ -14,6 +15,10 @@ pub(super) fn app_from_row(r: &Row<'_>) -> rusqlite::Result<Result<App, StoreErr
             name: AppName::parse(&name).map_err(corrupt("name"))?,
             allowed_origins: from_json::<Vec<RedirectOrigin>>("allowed origins", &origins)?,
             created_at: time(created)?,
+            rate_limit: rate
+                .map(|r| from_json("rate limit", &r))
+                .transpose()?
+                .unwrap_or_default(),
         })
     })())
 }

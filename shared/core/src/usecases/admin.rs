@@ -75,6 +75,7 @@ pub async fn create_app(
             .collect::<Result<_, _>>()
             .map_err(invalid("redirect origin"))?,
         created_at: now,
+        rate_limit: crate::app::RateLimit::default(),
     };
     let (record, key) = new_key(&app.id, now);
     store.create_app(&app, &record, &key.hash()).await?;
@@ -84,6 +85,51 @@ pub async fn create_app(
         key_id: record.key_id,
         key,
     })
+}
+
+/// What `pipes apps update` may change (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct AppUpdate {
+    pub name: Option<String>,
+    /// Replaces the allowed redirect origins (an empty list allows any).
+    pub redirect_origins: Option<Vec<String>>,
+    pub rate_per_second: Option<u32>,
+    pub rate_burst: Option<u32>,
+}
+
+/// Changes an App's name, allowed redirect origins or rate limit (validated like at
+/// creation); the App as stored.
+pub async fn update_app(
+    store: &dyn AppStore,
+    app: &App,
+    change: AppUpdate,
+) -> Result<App, AdminError> {
+    let invalid = |field| move |message| AdminError::Invalid { field, message };
+    let mut next = app.clone();
+    if let Some(name) = change.name {
+        next.name = AppName::parse(&name).map_err(invalid("name"))?;
+    }
+    if let Some(origins) = change.redirect_origins {
+        next.allowed_origins = origins
+            .iter()
+            .map(|o| RedirectOrigin::parse(o))
+            .collect::<Result<_, _>>()
+            .map_err(invalid("redirect origin"))?;
+    }
+    if change.rate_per_second.is_some() || change.rate_burst.is_some() {
+        let per_second = change.rate_per_second.unwrap_or(next.rate_limit.per_second);
+        let burst = change
+            .rate_burst
+            .unwrap_or_else(|| next.rate_limit.burst.max(per_second));
+        next.rate_limit =
+            crate::app::RateLimit::new(per_second, burst).map_err(invalid("rate limit"))?;
+    }
+    store.update_app(&next).await.map_err(|e| match e {
+        StoreError::NotFound(_) => AdminError::AppNotFound,
+        e => AdminError::Store(e),
+    })?;
+    tracing::info!(app_id = %next.id, "app updated");
+    Ok(next)
 }
 
 /// Finds an App by id (`app_...`) or by slug.

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod inbound;
 pub mod issue_token;
 pub mod jobs;
+pub mod limits;
 pub mod numbers;
 pub mod setup;
 pub mod signup;

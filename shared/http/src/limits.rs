@@ -1,0 +1,60 @@
+//! Where the rate limits meet HTTP: the client's IP (API Gateway's `sourceIp` under
+//! Lambda, the socket's peer locally; never a header a client can set) and 429s with
+//! `Retry-After`.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use pipes_core::Platform;
+use pipes_core::usecases::limits::{Limited, admit};
+
+/// The client's IP, when the host knows it (tests driving the router in process do not).
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) =
+            parts
+                .extensions
+                .get::<lambda_http::request::RequestContext>()
+        {
+            return Ok(Self(ctx.http.source_ip.clone()));
+        }
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+        ))
+    }
+}
+
+/// Counts a request to a public route against its client IP's limit.
+pub async fn per_ip(p: &Platform, ip: &ClientIp) -> Result<(), Limited> {
+    match &ip.0 {
+        Some(ip) => admit(&*p.store, &*p.clock, &format!("ip:{ip}"), p.limits.per_ip).await,
+        None => Ok(()),
+    }
+}
+
+/// Counts a callback or progress post against its signup token's limit (by the token's
+/// hash: the token itself is never stored).
+pub async fn per_token(p: &Platform, token: &str) -> Result<(), Limited> {
+    let bucket = format!("tok:{}", pipes_core::SecretHash::of(token).as_str());
+    admit(&*p.store, &*p.clock, &bucket, p.limits.per_token).await
+}
+
+/// Counts an on-demand health check against the App's budget.
+pub async fn per_app_checks(p: &Platform, app: &pipes_core::AppId) -> Result<(), Limited> {
+    admit(
+        &*p.store,
+        &*p.clock,
+        &format!("check:{app}"),
+        p.limits.checks_per_app,
+    )
+    .await
+}

@@ -313,6 +313,11 @@ impl Sandbox {
         self.lock().faults.push(fault);
     }
 
+    /// Makes `percent` of Graph calls (the code exchange spared) fail at random.
+    pub fn set_fault_rate(&self, percent: u8) {
+        self.lock().fault_rate = percent.min(100);
+    }
+
     pub fn set_latency_ms(&self, ms: u64) {
         self.lock().latency_ms = ms;
     }
@@ -476,6 +481,17 @@ struct LatencyBody {
     ms: u64,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FaultRateBody {
+    percent: u8,
+}
+
+async fn fault_rate(AxState(s): AxState<Sandbox>, Json(b): Json<FaultRateBody>) -> Response {
+    s.set_fault_rate(b.percent);
+    Json(json!({"faultRate": b.percent.min(100)})).into_response()
+}
+
 async fn latency(AxState(s): AxState<Sandbox>, Json(b): Json<LatencyBody>) -> Response {
     s.set_latency_ms(b.ms);
     Json(json!({"latencyMs": b.ms})).into_response()
@@ -552,6 +568,7 @@ pub fn router(sandbox: Sandbox) -> Router {
         .route("/sandbox/app-secret/restore", post(restore_secret))
         .route("/sandbox/faults", post(faults))
         .route("/sandbox/latency", post(latency))
+        .route("/sandbox/fault-rate", post(fault_rate))
         .route("/sandbox/calls", get(calls))
         .route("/sandbox/webhooks", post(webhooks))
         .route("/sandbox/sdk.js", get(sdk))

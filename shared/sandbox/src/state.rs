@@ -157,6 +157,10 @@ pub struct State {
     pub codes: BTreeMap<String, SandboxCode>,
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Percent of Graph calls (the code exchange spared) failing at random: a 5xx, a
+    /// dropped answer (timeout) or a throttle with usage headers, in equal shares.
+    #[serde(default)]
+    pub fault_rate: u8,
     /// Calls served, by `METHOD kind` (e.g. `POST register`), for tests and people.
     #[serde(default)]
     pub calls: BTreeMap<String, u64>,
@@ -381,6 +385,41 @@ impl State {
 
     /// Takes the first matching fault, counting it down.
     pub fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
+        if let Some(f) = self.scripted_fault(method, path) {
+            return Some(f);
+        }
+        if self.fault_rate == 0 || path.contains("oauth/access_token") {
+            return None;
+        }
+        // Two base62 draws: a uniform number below 3844.
+        let r: Vec<u32> = pipes_core::random::base62(2)
+            .bytes()
+            .map(|b| match b {
+                b'0'..=b'9' => u32::from(b - b'0'),
+                b'A'..=b'Z' => u32::from(b - b'A') + 10,
+                _ => u32::from(b - b'a') + 36,
+            })
+            .collect();
+        let n = r[0] * 62 + r[1];
+        if n * 100 >= u32::from(self.fault_rate) * 3844 {
+            return None;
+        }
+        let kind = match n % 3 {
+            0 => FaultKind::ServerError,
+            1 => FaultKind::Timeout,
+            _ => FaultKind::Throttle,
+        };
+        Some(Fault {
+            path: path.to_owned(),
+            method: None,
+            kind,
+            remaining: 1,
+            code: None,
+            regain_minutes: Some(1),
+        })
+    }
+
+    fn scripted_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
         let i = self.faults.iter().position(|f| {
             f.remaining > 0
                 && path.contains(&f.path)

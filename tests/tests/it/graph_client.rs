@@ -397,3 +397,65 @@ async fn our_rejected_app_credentials_are_told_apart_from_the_owners_token() {
         .unwrap_err();
     assert_eq!(profile.kind, GraphErrorKind::TokenInvalid);
 }
+
+/// Whatever Meta answers (any status, any JSON), every call of the Graph client ends in
+/// an answer or a classified error, never a panic.
+#[tokio::test]
+async fn arbitrary_graph_answers_never_panic_the_client() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let leaf = proptest::prop_oneof![
+        proptest::strategy::Just(Value::Null),
+        proptest::arbitrary::any::<i64>().prop_map(|n| json!(n)),
+        ".{0,20}".prop_map(Value::String),
+        proptest::arbitrary::any::<bool>().prop_map(Value::Bool),
+    ];
+    let keys = proptest::prop_oneof![
+        proptest::strategy::Just("data".to_owned()),
+        proptest::strategy::Just("error".to_owned()),
+        proptest::strategy::Just("code".to_owned()),
+        proptest::strategy::Just("access_token".to_owned()),
+        proptest::strategy::Just("granular_scopes".to_owned()),
+        proptest::strategy::Just("target_ids".to_owned()),
+        proptest::strategy::Just("is_valid".to_owned()),
+        proptest::strategy::Just("health_status".to_owned()),
+        proptest::strategy::Just("entities".to_owned()),
+        proptest::strategy::Just("can_send_message".to_owned()),
+        proptest::strategy::Just("success".to_owned()),
+        ".{0,8}",
+    ];
+    let body = leaf.prop_recursive(4, 48, 6, move |inner| {
+        proptest::prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            proptest::collection::btree_map(keys.clone(), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    let status = proptest::prop_oneof![
+        proptest::strategy::Just(200u16),
+        proptest::strategy::Just(400u16),
+        proptest::strategy::Just(500u16),
+        100u16..600,
+    ];
+    for _ in 0..48 {
+        let answers: Vec<Scripted> = (0..12)
+            .map(|_| {
+                let b = body.new_tree(&mut runner).unwrap().current();
+                let s = status.new_tree(&mut runner).unwrap().current();
+                answer(s, b)
+            })
+            .collect();
+        let (client, _) = scripted(answers).await;
+        let waba = pipes_core::WabaId::parse("555").unwrap();
+        let phone = pipes_core::PhoneNumberId::parse("777").unwrap();
+        let _ = client
+            .exchange_code(&pipes_core::meta::AuthCode::parse("AQx").unwrap())
+            .await;
+        let _ = client.debug_token(&token()).await;
+        let _ = client.waba_numbers(&token(), &waba).await;
+        let _ = client.subscribed_apps(&token(), &waba).await;
+        let _ = client.health(&token(), &phone).await;
+        let _ = client.profile(&token(), &phone).await;
+    }
+}

@@ -35,6 +35,7 @@ mod limits;
 mod meta_scenarios;
 mod numbers_api;
 mod partner_events;
+mod reliability;
 mod round_trips;
 mod sandbox;
 mod secrets_at_rest;

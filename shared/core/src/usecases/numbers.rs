@@ -58,7 +58,7 @@ pub fn encode_cursor(after: &PhoneNumberId) -> String {
     B64.encode(format!("n1:{after}"))
 }
 
-fn decode_cursor(cursor: &str) -> Option<PhoneNumberId> {
+pub fn decode_cursor(cursor: &str) -> Option<PhoneNumberId> {
     let bytes = B64.decode(cursor).ok()?;
     let text = String::from_utf8(bytes).ok()?;
     PhoneNumberId::parse(text.strip_prefix("n1:")?)

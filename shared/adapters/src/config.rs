@@ -38,19 +38,40 @@ pub async fn aws() -> aws_config::SdkConfig {
 /// `AWS_SESSION_TOKEN`), and `AWS_ENDPOINT_URL` when set. Skipping the rest of the
 /// default chains (profile files, IMDS, SSO) takes about 3 ms off every cold start.
 pub async fn lambda_aws() -> aws_config::SdkConfig {
+    lambda_aws_at(optional("AWS_ENDPOINT_URL")).await
+}
+
+/// [`lambda_aws`] with the endpoint given (tests point it at a dead port). Requests fail
+/// fast when AWS does: 1 s to connect, 3 s per attempt, 3 attempts 50 ms apart at
+/// first (the SDK's default waits about a second before its first retry, which turned a
+/// store outage into 5-second answers).
+pub async fn lambda_aws_at(endpoint: Option<String>) -> aws_config::SdkConfig {
     use aws_config::environment::{
         EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
     };
+    use aws_config::retry::RetryConfig;
+    use aws_config::timeout::TimeoutConfig;
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(EnvironmentVariableRegionProvider::new())
-        .credentials_provider(EnvironmentVariableCredentialsProvider::new());
+        .credentials_provider(EnvironmentVariableCredentialsProvider::new())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(std::time::Duration::from_millis(50)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(1))
+                .operation_attempt_timeout(std::time::Duration::from_secs(3))
+                .build(),
+        );
     match aws_https_client() {
         Ok(client) => loader = loader.http_client(client),
         // Never expected (the roots are compiled in and tested); the SDK's own client
         // (the system's roots) still works.
         Err(e) => tracing::warn!(error = %e, "AWS HTTP client with compiled-in roots"),
     }
-    if let Some(url) = optional("AWS_ENDPOINT_URL") {
+    if let Some(url) = endpoint {
         loader = loader.endpoint_url(url);
     }
     loader.load().await

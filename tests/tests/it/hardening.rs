@@ -186,3 +186,125 @@ async fn removed_never_checked(backend: Backend) {
     assert_eq!(t.sandbox.calls("GET health_status"), before);
     assert_eq!(number(&t, &s).await.health.status, HealthStatus::Removed);
 }
+
+/// A registration that failed (Meta's 5xx after the PIN was stored) is retried with the
+/// same PIN: the one Meta may already have.
+#[tokio::test]
+async fn a_retried_registration_reuses_the_stored_pin() {
+    use pipes_sandbox::{Fault, FaultKind};
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let s = signed_up(&t).await;
+    t.sandbox
+        .add_fault(Fault::new("register", FaultKind::ServerError, 1).on("POST"));
+    t.run_jobs_once().await;
+    let first = number(&t, &s).await;
+    assert!(!first.setup.registered);
+    let sealed = first
+        .sealed_pin
+        .clone()
+        .expect("the PIN was stored before the call");
+    t.clock.advance(Duration::minutes(5));
+    t.run_jobs().await;
+    let done = number(&t, &s).await;
+    assert!(done.setup.registered, "{:?}", done.setup);
+    assert_eq!(done.sealed_pin, Some(sealed), "the same PIN, not a new one");
+    assert_eq!(
+        t.sandbox.calls("POST register"),
+        2,
+        "one failed, one with the same PIN"
+    );
+}
+
+/// A number Meta reports registered for Cloud API already (or a WhatsApp Business app
+/// number) is not registered again: no register call at all.
+#[tokio::test]
+async fn an_already_registered_number_skips_registration() {
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let s = signed_up(&t).await;
+    let update = pipes_sandbox::NumberUpdate {
+        platform_type: Some("CLOUD_API".into()),
+        ..Default::default()
+    };
+    assert!(t.sandbox.update_number(&s.phone_number_id, &update));
+    t.run_jobs().await;
+    let n = number(&t, &s).await;
+    assert_eq!(n.health.status, HealthStatus::Healthy);
+    assert!(n.setup.registered);
+    assert_eq!(t.sandbox.calls("POST register"), 0);
+    assert!(n.sealed_pin.is_none(), "no PIN was made");
+}
+
+/// Meta refusing the unsubscribe during a teardown (our access is gone already) ends the
+/// teardown; it does not spin until the dead-letter queue.
+#[tokio::test]
+async fn meta_refusing_the_unsubscribe_ends_the_teardown() {
+    use pipes_sandbox::{Fault, FaultKind};
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let s = signed_up(&t).await;
+    t.run_jobs().await;
+    let mut refused = Fault::new("subscribed_apps", FaultKind::Error, 5).on("DELETE");
+    refused.code = Some(200); // permission error: our app no longer has access
+    t.sandbox.add_fault(refused);
+    let req = t
+        .authed(
+            http::Method::DELETE,
+            &format!("/v1/numbers/{}", s.phone_number_id),
+        )
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(t.send(req).await.status, 204);
+    assert_eq!(t.run_jobs_once().await, 1);
+    let store = t.backend.embedded.as_ref().unwrap();
+    assert!(store.dead_jobs().await.unwrap().is_empty());
+    let now = t.clock.now() + Duration::hours(1);
+    assert!(
+        store.take_jobs(now, 10, now).await.unwrap().is_empty(),
+        "done, not retried"
+    );
+    assert_eq!(t.sandbox.calls("DELETE subscribed_apps"), 1);
+}
+
+/// The store failing while a link is claimed: a clean 503 (API.md's body), nothing
+/// half-written, and the same link works once the store is back.
+#[tokio::test]
+async fn a_store_outage_while_claiming_a_link_is_a_clean_503() {
+    use std::sync::Arc;
+    use tower::ServiceExt;
+    let t = TestApp::spawn(Backend::aws().await).await;
+    let (token, session_id) = t.signup_token().await;
+    let s = t.sandbox_signup();
+    // The same platform, its table behind an endpoint that refuses connections.
+    let down = pipes_adapters::config::lambda_aws_at(Some("http://127.0.0.1:1".into())).await;
+    let table = t.backend.table.clone().unwrap();
+    let mut platform = t.platform.clone();
+    platform.store = Arc::new(pipes_adapters::DynamoStore::from_conf(&down, table));
+    let router = pipes_http::local_router(platform, axum::Router::new());
+    let req = http::Request::post("/v1/signup/callback")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(
+            serde_json::json!({"token": token, "event": "FINISH", "code": s.code,
+                "wabaId": s.waba_id, "phoneNumberId": s.phone_number_id})
+            .to_string(),
+        ))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let res = router.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "unavailable");
+    eprintln!(
+        "a store outage answered 503 in {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(
+        t.sandbox.calls("GET oauth/access_token"),
+        0,
+        "the code was not spent"
+    );
+    assert_eq!(t.get_session(&session_id).await.json()["status"], "pending");
+    assert_eq!(t.finish(&token, &s).await.status, 200);
+}

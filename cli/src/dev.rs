@@ -85,6 +85,14 @@ pub async fn run(args: DevArgs, data_dir: &Path) -> anyhow::Result<()> {
     announce_login_link(&platform).await?;
     println!("ready (Ctrl-C stops)");
 
+    // Jobs the previous run had taken when it stopped (a crash, Ctrl-C) run again now,
+    // not when their visibility timeout would have ended.
+    let released = store
+        .release_taken_jobs(pipes_core::Clock::now(&*platform.clock))
+        .await?;
+    if released > 0 {
+        println!("resuming {released} job(s) the previous run had started");
+    }
     let worker = spawn_worker(platform.clone(), store, args.sweep_interval);
     let extra = sandbox.map_or_else(Router::new, pipes_sandbox::router);
     // The peer's address is the client IP the public routes' rate limits count.

@@ -658,3 +658,150 @@ async fn meta_webhooks_and_partner_events_run_end_to_end_under_pipes_dev() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `kill -9` of `pipes dev` in the middle of mixed requests (links minted, signups
+/// completed, checks, events): after a restart every acknowledged write is there, and
+/// every number whose signup was acknowledged finishes its setup (its job survived).
+/// `PIPES_TRIALS` sets the size: 200 requests by default, `PIPES_TRIALS=100` for 1,000.
+#[tokio::test]
+async fn a_kill_9_mid_traffic_loses_no_acknowledged_write_and_no_setup() {
+    use std::sync::{Arc, Mutex};
+    let total = std::env::var("PIPES_TRIALS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(200, |n| n * 10);
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let server = DevServer::start(dir.path());
+    let key = server.demo_key.clone().unwrap();
+    stdout_json(&pipes(
+        &[
+            "apps", "update", "--app", "demo", "--rate", "10000", "--burst", "100000", "--json",
+        ],
+        dir.path(),
+    ));
+    let base = server.base.clone();
+    let minted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let connected: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let (client, base, key) = (client.clone(), base.clone(), key.clone());
+        let (minted, connected) = (Arc::clone(&minted), Arc::clone(&connected));
+        tasks.push(tokio::spawn(async move {
+            let Ok(res) = client
+                .post(format!("{base}/v1/apps/token"))
+                .bearer_auth(&key)
+                .json(&json!({"redirectUrl": "http://localhost:8080/done"}))
+                .send()
+                .await
+            else {
+                return;
+            };
+            let Ok(v) = res.json::<Value>().await else {
+                return;
+            };
+            minted
+                .lock()
+                .unwrap()
+                .push(v["sessionId"].as_str().unwrap().to_owned());
+            if i % 2 == 0 {
+                // Every other one is completed: the owner ran Meta's flow.
+                let Ok(res) = client
+                    .post(format!("{base}/sandbox/signups"))
+                    .json(&json!({}))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                let Ok(s) = res.json::<Value>().await else {
+                    return;
+                };
+                let Ok(done) = client
+                    .post(format!("{base}/v1/signup/callback"))
+                    .json(
+                        &json!({"token": v["token"], "event": "FINISH", "code": s["code"],
+                        "wabaId": s["wabaId"], "phoneNumberId": s["phoneNumberId"]}),
+                    )
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if done.status() == 200 && done.json::<Value>().await.is_ok() {
+                    connected
+                        .lock()
+                        .unwrap()
+                        .push(s["phoneNumberId"].as_str().unwrap().to_owned());
+                }
+            }
+        }));
+    }
+    // Kill it while requests are in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while connected.lock().unwrap().len() < (total / 20).max(1)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed_at = std::time::Instant::now();
+    drop(server); // SIGKILL
+    for t in tasks {
+        let _ = t.await;
+    }
+    let minted = minted.lock().unwrap().clone();
+    let connected = connected.lock().unwrap().clone();
+    assert!(!minted.is_empty() && !connected.is_empty());
+    let server = DevServer::start(dir.path());
+    let base = &server.base;
+    for id in &minted {
+        let res = client
+            .get(format!("{base}/v1/sessions/{id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "an acknowledged session was lost: {id}");
+    }
+    eprintln!(
+        "crash: restarted {} ms after the kill",
+        killed_at.elapsed().as_millis()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for phone in &connected {
+        loop {
+            let n: Value = client
+                .get(format!("{base}/v1/numbers/{phone}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if n["health"]["status"] == "healthy" {
+                break;
+            }
+            assert_eq!(
+                n["phoneNumberId"],
+                phone.as_str(),
+                "an acknowledged number was lost"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{phone} never finished its setup: {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!(
+        "crash: kill -9 after {} of {total} requests sent; {} sessions and {} connected numbers \
+         acknowledged, all found after the restart, every setup finished",
+        minted.len(),
+        minted.len(),
+        connected.len()
+    );
+}

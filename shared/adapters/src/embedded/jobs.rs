@@ -102,6 +102,22 @@ impl EmbeddedStore {
         .await
     }
 
+    /// Makes jobs a previous worker had taken visible again at once (a restarted
+    /// `pipes dev` is the only worker of its data dir: what it had taken when it died
+    /// will never be acked). Returns how many.
+    pub async fn release_taken_jobs(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE jobs SET visible_at = ?1 WHERE dead = 0 AND attempts > 0 AND visible_at > ?1",
+                    [millis(now)],
+                )
+                .map_err(db_err)?;
+            Ok(n)
+        })
+        .await
+    }
+
     /// The job is done: it is deleted.
     pub async fn ack_job(&self, id: i64) -> Result<(), StoreError> {
         self.with(move |c| {

@@ -630,6 +630,7 @@ impl TestApp {
             number.health.next_check_at =
                 Some(now - chrono::Duration::minutes(1) - chrono::Duration::milliseconds(i as i64));
             let completion = SignupCompletion {
+                previous_waba: None,
                 session_id: session.id.clone(),
                 claim_id: "seed".into(),
                 completed_at: now,

@@ -178,6 +178,35 @@ async fn the_bootstrap_serves_the_page_and_completes_a_signup() {
     assert_eq!(msgs.len(), 1);
     assert!(msgs[0].body().unwrap().contains(&signup.phone_number_id));
 
+    // The same number re-onboarded under another WABA: it leaves the old one.
+    let issued2 = issue_token(
+        &store,
+        &SystemClock,
+        &base,
+        &created.app,
+        IssueTokenRequest {
+            redirect_url: "https://partner.example/done".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let moved = sandbox
+        .signup(SignupRequest {
+            phone_number_id: Some(signup.phone_number_id.clone()),
+            waba_id: Some("4242424242".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let again = FINISH
+        .replace(SAMPLE_TOKEN, issued2.token.expose())
+        .replace("AQ_SAMPLE_CODE", &moved.code)
+        .replace("100000000000002", &moved.waba_id)
+        .replace("100000000000003", &moved.phone_number_id)
+        .replace("100000000000004", &moved.business_id);
+    let (status, _, body) = response(lambda.invoke(serde_json::from_str(&again).unwrap()).await);
+    assert_eq!(status, 200, "{body}");
+
     // Meta's webhooks: the handshake, then a signed delivery stored and queued.
     let verify = VERIFY.replace("VERIFY_TOKEN_SAMPLE", VERIFY_TOKEN);
     let (status, _, body) = response(lambda.invoke(serde_json::from_str(&verify).unwrap()).await);

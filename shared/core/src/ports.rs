@@ -116,6 +116,8 @@ pub struct SignupCompletion {
     pub number: Number,
     /// The version this completion read (`None`: the App had no record of the number).
     pub expected_version: Option<u64>,
+    /// The WABA the number was in before, when it moved (its membership there ends).
+    pub previous_waba: Option<WabaId>,
     pub history: Option<HealthEvent>,
 }
 

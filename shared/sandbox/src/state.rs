@@ -289,10 +289,8 @@ impl State {
             .as_ref()
             .and_then(|p| self.numbers.get(p))
             .map(|n| n.waba_id.clone());
+        let moving = matches!((&req.waba_id, &existing_waba), (Some(a), Some(h)) if a != h);
         let waba_id = match (req.waba_id, existing_waba) {
-            (Some(asked), Some(has)) if asked != has => {
-                return Err(format!("number already belongs to WABA {has}"));
-            }
             (Some(w), _) | (None, Some(w)) => w,
             (None, None) => meta_id(),
         };
@@ -338,9 +336,14 @@ impl State {
                     .verified_name
                     .clone()
                     .unwrap_or_else(|| "Sandbox Business".into());
-                self.numbers
+                let n = self
+                    .numbers
                     .entry(id.clone())
                     .or_insert_with(|| SandboxNumber::new(&waba_id, display, name, scenario));
+                if moving && id == phone {
+                    // Migrated to another WABA (Meta's migration flow): it is that WABA's now.
+                    n.waba_id.clone_from(&waba_id);
+                }
             }
             phone
         };

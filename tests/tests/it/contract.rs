@@ -374,6 +374,7 @@ fn completion(
     let mut number = pipes_tests::sample_number(&s.app_id, phone, &s.id, now);
     number.version = expected.map_or(1, |v| v + 1);
     SignupCompletion {
+        previous_waba: None,
         session_id: s.id.clone(),
         claim_id: claim.into(),
         completed_at: now,

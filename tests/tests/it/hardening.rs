@@ -21,6 +21,7 @@ on_both_stores! {
     an_unreadable_token_is_a_failed_check_and_the_sweep_moves_on => unreadable_token;
     a_revoked_number_reconnected_through_a_new_link_is_healthy_again => reconnect_after_down;
     the_sweep_never_checks_a_removed_number => removed_never_checked;
+    a_number_moved_to_another_waba_leaves_the_old_one => moved_to_another_waba;
 }
 
 async fn signed_up(t: &TestApp) -> SignupResult {
@@ -307,4 +308,38 @@ async fn a_store_outage_while_claiming_a_link_is_a_clean_503() {
     );
     assert_eq!(t.get_session(&session_id).await.json()["status"], "pending");
     assert_eq!(t.finish(&token, &s).await.status, 200);
+}
+
+/// A number re-onboarded under another WABA leaves the old one: its membership moves
+/// in the completion's transaction, and the old WABA is unsubscribed once no live
+/// number of it remains.
+async fn moved_to_another_waba(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    let s = signed_up(&t).await;
+    t.run_jobs().await;
+    let old = pipes_core::WabaId::parse(&s.waba_id).unwrap();
+    assert!(t.sandbox.is_subscribed(&s.waba_id));
+    // The owner moved the number to a new WABA and connects it again.
+    let (token, _) = t.signup_token().await;
+    let moved = t
+        .sandbox
+        .signup(pipes_sandbox::SignupRequest {
+            phone_number_id: Some(s.phone_number_id.clone()),
+            waba_id: Some("4242424242".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(t.finish(&token, &moved).await.status, 200);
+    t.run_jobs().await;
+    let n = number(&t, &s).await;
+    assert_eq!(n.waba_id.as_str(), "4242424242");
+    assert_eq!(n.health.status, HealthStatus::Healthy);
+    assert!(t.store.live_numbers_in_waba(&old).await.unwrap().is_empty());
+    let new = pipes_core::WabaId::parse("4242424242").unwrap();
+    assert_eq!(t.store.live_numbers_in_waba(&new).await.unwrap().len(), 1);
+    assert!(
+        !t.sandbox.is_subscribed(&s.waba_id),
+        "the old WABA was unsubscribed"
+    );
+    assert!(t.sandbox.is_subscribed("4242424242"));
 }

@@ -166,6 +166,16 @@ impl NumberStore for DynamoStore {
         if let Some(event) = &done.history {
             items.push(self.put(history_item(number, event)?)?);
         }
+        if let Some(old) = &done.previous_waba {
+            // The number moved to another WABA: its membership in the old one ends.
+            let leave = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s(format!("WABA#{old}")))
+                .key("sk", s(number_sk(&number.phone_number_id)))
+                .build()
+                .map_err(StoreError::unavailable)?;
+            items.push(TransactWriteItem::builder().delete(leave).build());
+        }
         match self.transact_raw(items).await {
             Ok(()) => Ok(()),
             Err(TransactFailure::Refused(0)) => Err(CompletionError::ClaimLost),

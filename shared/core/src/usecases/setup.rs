@@ -604,10 +604,11 @@ pub async fn teardown(
         .store
         .number(app, phone)
         .await?
-        .is_some_and(|n| n.is_live())
+        .is_some_and(|n| n.is_live() && n.waba_id == *waba)
     {
-        // The removal has not committed (yet): try again later; if it never does, the
-        // message ends in the dead-letter queue and the WABA stays subscribed.
+        // The removal (or the move to another WABA) has not committed (yet): try again
+        // later; if it never does, the message ends in the dead-letter queue and the
+        // WABA stays subscribed.
         return Err(SetupError::Retry("the number is not removed".into()));
     }
     if !deps.store.live_numbers_in_waba(waba).await?.is_empty() {

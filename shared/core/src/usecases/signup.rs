@@ -664,6 +664,10 @@ async fn finish_claimed(
             claim_id: claim_id.to_owned(),
             completed_at: now,
             expected_version: existing.as_ref().map(|n| n.version),
+            previous_waba: existing
+                .as_ref()
+                .filter(|n| n.waba_id != waba && n.is_live())
+                .map(|n| n.waba_id.clone()),
             number,
             history,
         };
@@ -679,6 +683,23 @@ async fn finish_claimed(
         }
     }
     info!(app_id = %app_id, session_id = %session.id, phone_number_id = %phone, finish = p.kind.as_str(), "signup completed");
+    // Re-onboarded under another WABA: the old one is unsubscribed once no live number
+    // of it remains (the teardown checks), with the token that reached it.
+    if let Some(old) = existing
+        .as_ref()
+        .filter(|n| n.waba_id != waba && n.is_live())
+        && let Some(old_token) = &old.sealed_token
+    {
+        let job = Job::Teardown {
+            app_id: app_id.clone(),
+            waba_id: old.waba_id.clone(),
+            sealed_token: old_token.encode(),
+            phone_number_id: phone.clone(),
+        };
+        if let Err(e) = deps.queue.enqueue(&job).await {
+            warn!(error = %e, "the old WABA's teardown was not queued; it stays subscribed");
+        }
+    }
     Ok(queue_setup(deps, session, phone).await)
 }
 

@@ -42,6 +42,9 @@ pub enum AppsCommand {
         /// Requests admitted at once (default 100; at least the rate).
         #[arg(long)]
         burst: Option<u32>,
+        /// Marks the App for development: its links may redirect to plain http://localhost.
+        #[arg(long)]
+        development: Option<bool>,
         #[arg(long)]
         json: bool,
     },
@@ -302,6 +305,7 @@ pub async fn run(cmd: AppsCommand, store: &dyn Store) -> anyhow::Result<()> {
             any_redirect_origin,
             rate,
             burst,
+            development,
             json,
         } => {
             let app = admin::find_app(store, &app.app).await?;
@@ -315,6 +319,7 @@ pub async fn run(cmd: AppsCommand, store: &dyn Store) -> anyhow::Result<()> {
                 redirect_origins: origins,
                 rate_per_second: rate,
                 rate_burst: burst,
+                development,
             };
             let updated = admin::update_app(store, &app, change).await?;
             if json {

@@ -143,6 +143,29 @@ pub struct App {
     /// How fast the App may call its app-key routes.
     #[serde(default)]
     pub rate_limit: RateLimit,
+    /// Marked for development: its signup links may send owners back to plain
+    /// `http://localhost` (elsewhere only `pipes dev` allows that).
+    #[serde(default)]
+    pub development: bool,
+}
+
+/// What an operator may set on an App besides its name and origins, stored together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSettings {
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+    #[serde(default)]
+    pub development: bool,
+}
+
+impl App {
+    pub fn settings(&self) -> AppSettings {
+        AppSettings {
+            rate_limit: self.rate_limit,
+            development: self.development,
+        }
+    }
 }
 
 /// An App's request rate on its app-key routes: `per_second` on average, with bursts of

@@ -239,8 +239,27 @@ async fn bad_redirect_urls_are_refused_naming_the_field() {
 }
 
 #[tokio::test]
-async fn local_http_redirects_are_allowed() {
+async fn local_http_redirects_are_only_for_apps_in_development() {
     let f = Fixture::new().await;
+    // The platform serves on https: a production App's links send owners to https only.
+    for local in ["http://localhost:8080/done", "http://127.0.0.1/done"] {
+        f.refused_body(
+            json!({"redirectUrl": local}),
+            "invalid_request",
+            "redirectUrl",
+        )
+        .await;
+    }
+    admin::update_app(
+        &*f.t.store,
+        &f.t.app,
+        admin::AppUpdate {
+            development: Some(true),
+            ..admin::AppUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
     for good in ["http://localhost:8080/done", "http://127.0.0.1/done"] {
         assert_eq!(
             f.t.issue(json!({"redirectUrl": good})).await.status,

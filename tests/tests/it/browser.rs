@@ -163,6 +163,17 @@ async fn open_signup_page(c: &Client) -> (TestApp, String, String) {
 /// As `open_signup_page`, also returning the link itself.
 async fn open_signup_link(c: &Client) -> (TestApp, String, String, String) {
     let t = TestApp::spawn(Backend::embedded()).await;
+    // The partner's site is plain http on loopback: an App in development.
+    pipes_core::usecases::admin::update_app(
+        &*t.store,
+        &t.app,
+        pipes_core::usecases::admin::AppUpdate {
+            development: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let addr = t.serve().await;
     let done = partner_site().await;
     let issued = t.issue(json!({"redirectUrl": done})).await.json();

@@ -75,23 +75,25 @@ pub(super) fn app_item(app: &App) -> Result<Item, StoreError> {
         ("name".into(), s(app.name.as_str())),
         ("allowedOrigins".into(), s(to_json(&app.allowed_origins)?)),
         ("createdAt".into(), n(app.created_at.timestamp_millis())),
-        ("rateLimit".into(), s(to_json(&app.rate_limit)?)),
+        ("settings".into(), s(to_json(&app.settings())?)),
     ]))
 }
 
 pub(super) fn app_from(item: &Item) -> Result<App, StoreError> {
     let a = Attrs(item);
+    let settings: pipes_core::app::AppSettings = a
+        .opt_str("settings")?
+        .map(|s| from_json("settings", s))
+        .transpose()?
+        .unwrap_or_default();
     Ok(App {
         id: a.app_id()?,
         slug: Slug::parse(a.str("slug")?).map_err(|_| corrupt("slug"))?,
         name: AppName::parse(a.str("name")?).map_err(|_| corrupt("name"))?,
         allowed_origins: a.json::<Vec<RedirectOrigin>>("allowedOrigins")?,
         created_at: a.time("createdAt")?,
-        rate_limit: a
-            .opt_str("rateLimit")?
-            .map(|r| from_json("rateLimit", r))
-            .transpose()?
-            .unwrap_or_default(),
+        rate_limit: settings.rate_limit,
+        development: settings.development,
     })
 }
 

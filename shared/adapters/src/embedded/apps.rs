@@ -12,12 +12,12 @@ impl AppStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let (app, key, hash) = (app.clone(), key.clone(), key_hash.clone());
         let origins = to_json(&app.allowed_origins)?;
-        let rate = to_json(&app.rate_limit)?;
+        let rate = to_json(&app.settings())?;
         self.with(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
             let inserted = tx
                 .execute(
-                    "INSERT INTO apps (id, slug, name, allowed_origins, created_at, rate_limit) \
+                    "INSERT INTO apps (id, slug, name, allowed_origins, created_at, settings) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         app.id.as_str(),
@@ -67,11 +67,11 @@ impl AppStore for EmbeddedStore {
     async fn update_app(&self, app: &App) -> Result<(), StoreError> {
         let app = app.clone();
         let origins = to_json(&app.allowed_origins)?;
-        let rate = to_json(&app.rate_limit)?;
+        let rate = to_json(&app.settings())?;
         self.with(move |c| {
             let n = c
                 .execute(
-                    "UPDATE apps SET name = ?2, allowed_origins = ?3, rate_limit = ?4 WHERE id = ?1",
+                    "UPDATE apps SET name = ?2, allowed_origins = ?3, settings = ?4 WHERE id = ?1",
                     params![app.id.as_str(), app.name.as_str(), origins, rate],
                 )
                 .map_err(db_err)?;
@@ -111,7 +111,7 @@ impl AppStore for EmbeddedStore {
     async fn live_key(&self, key_hash: &SecretHash) -> Result<Option<(App, KeyId)>, StoreError> {
         let hash = key_hash.clone();
         self.with(move |c| {
-            let sql = "SELECT a.id, a.slug, a.name, a.allowed_origins, a.created_at, a.rate_limit, \
+            let sql = "SELECT a.id, a.slug, a.name, a.allowed_origins, a.created_at, a.settings, \
                        k.key_id FROM app_keys k JOIN apps a ON a.id = k.app_id \
                        WHERE k.key_hash = ?1 AND k.revoked_at IS NULL";
             one(c, sql, [hash.as_str()], |r| {

@@ -152,7 +152,7 @@ CREATE TABLE endpoints (
 );
 ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'work';
 CREATE INDEX jobs_by_lane ON jobs(lane, dead, visible_at);
-ALTER TABLE apps ADD COLUMN rate_limit TEXT;
+ALTER TABLE apps ADD COLUMN settings TEXT;
 CREATE TABLE rate_counters (
     bucket       TEXT NOT NULL,
     window_start INTEGER NOT NULL,

@@ -2,23 +2,25 @@
 
 use super::*;
 
-pub(super) const APP_COLUMNS: &str = "id, slug, name, allowed_origins, created_at, rate_limit";
+pub(super) const APP_COLUMNS: &str = "id, slug, name, allowed_origins, created_at, settings";
 
 pub(super) fn app_from_row(r: &Row<'_>) -> rusqlite::Result<Result<App, StoreError>> {
     let (id, slug, name, origins, created): (String, String, String, String, i64) =
         (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-    let rate: Option<String> = r.get(5)?;
+    let settings: Option<String> = r.get(5)?;
     Ok((|| {
+        let settings: pipes_core::app::AppSettings = settings
+            .map(|s| from_json("app settings", &s))
+            .transpose()?
+            .unwrap_or_default();
         Ok(App {
             id: AppId::parse(&id).ok_or_else(|| StoreError::Corrupt("app id".into()))?,
             slug: Slug::parse(&slug).map_err(corrupt("slug"))?,
             name: AppName::parse(&name).map_err(corrupt("name"))?,
             allowed_origins: from_json::<Vec<RedirectOrigin>>("allowed origins", &origins)?,
             created_at: time(created)?,
-            rate_limit: rate
-                .map(|r| from_json("rate limit", &r))
-                .transpose()?
-                .unwrap_or_default(),
+            rate_limit: settings.rate_limit,
+            development: settings.development,
         })
     })())
 }

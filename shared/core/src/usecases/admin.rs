@@ -76,6 +76,7 @@ pub async fn create_app(
             .map_err(invalid("redirect origin"))?,
         created_at: now,
         rate_limit: crate::app::RateLimit::default(),
+        development: false,
     };
     let (record, key) = new_key(&app.id, now);
     store.create_app(&app, &record, &key.hash()).await?;
@@ -95,6 +96,8 @@ pub struct AppUpdate {
     pub redirect_origins: Option<Vec<String>>,
     pub rate_per_second: Option<u32>,
     pub rate_burst: Option<u32>,
+    /// Marks the App for development (plain `http://localhost` redirects) or not.
+    pub development: Option<bool>,
 }
 
 /// Changes an App's name, allowed redirect origins or rate limit (validated like at
@@ -123,6 +126,9 @@ pub async fn update_app(
             .unwrap_or_else(|| next.rate_limit.burst.max(per_second));
         next.rate_limit =
             crate::app::RateLimit::new(per_second, burst).map_err(invalid("rate limit"))?;
+    }
+    if let Some(d) = change.development {
+        next.development = d;
     }
     store.update_app(&next).await.map_err(|e| match e {
         StoreError::NotFound(_) => AdminError::AppNotFound,

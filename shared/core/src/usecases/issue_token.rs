@@ -97,6 +97,17 @@ pub async fn issue_token(
     req: IssueTokenRequest,
 ) -> Result<IssuedToken, IssueTokenError> {
     let redirect_url = RedirectUrl::parse(&req.redirect_url, &app.allowed_origins)?;
+    // Plain http (localhost only) is for development: under `pipes dev` (which serves on
+    // http itself) or for an App marked for development.
+    if redirect_url.as_str().starts_with("http:") && base.is_https() && !app.development {
+        return Err(SessionError::Invalid {
+            field: "redirectUrl",
+            message: "must be an https URL (plain http to localhost only for Apps marked for \
+                      development: pipes apps update --development true)"
+                .into(),
+        }
+        .into());
+    }
     let metadata = req
         .metadata
         .map(Metadata::parse)

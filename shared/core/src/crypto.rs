@@ -248,15 +248,19 @@ struct Cache {
     seal: HashMap<(AppId, &'static str), EncryptKey>,
 }
 
+/// One lock per data key being fetched, by the wrapped key's fingerprint.
+type FetchLocks = HashMap<[u8; 32], Arc<futures_util::lock::Mutex<()>>>;
+
 /// Seals and opens secrets with envelope encryption and the data-key cache.
 #[derive(Clone)]
 pub struct Envelope {
     wrapper: Arc<dyn KeyWrapper>,
     limits: CacheLimits,
     cache: Arc<Mutex<Cache>>,
-    /// Held while a missing data key is fetched, so concurrent readers of records under
-    /// one data key make one key-service call, not one each.
-    fetching: Arc<futures_util::lock::Mutex<()>>,
+    /// Held while a missing data key is fetched, one lock per data key (by the wrapped
+    /// key's fingerprint): concurrent readers of records under one data key make one
+    /// key-service call, not one each, and a slow fetch for one App holds up no other.
+    fetching: Arc<Mutex<FetchLocks>>,
 }
 
 impl fmt::Debug for Envelope {
@@ -293,7 +297,7 @@ impl Envelope {
             wrapper,
             limits,
             cache: Arc::default(),
-            fetching: Arc::new(futures_util::lock::Mutex::new(())),
+            fetching: Arc::default(),
         }
     }
 
@@ -386,6 +390,9 @@ impl Envelope {
         let slot = (app_id.clone(), purpose);
         let current = {
             let mut cache = self.lock();
+            // Idle Apps' data keys leave memory once they are too old to use.
+            let ttl = self.limits.ttl;
+            cache.seal.retain(|_, k| k.at.elapsed() < ttl);
             let fresh = cache
                 .seal
                 .get_mut(&slot)
@@ -461,7 +468,13 @@ impl Envelope {
         let _fetching = match key {
             Some(_) => None,
             None => {
-                let guard = self.fetching.lock().await;
+                let lock = {
+                    let mut locks = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+                    // Locks nobody waits on any more are dropped as new ones come.
+                    locks.retain(|_, l| Arc::strong_count(l) > 1);
+                    Arc::clone(locks.entry(fingerprint).or_default())
+                };
+                let guard = lock.lock_owned().await;
                 key = cached();
                 Some(guard)
             }

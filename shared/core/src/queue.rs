@@ -29,6 +29,14 @@ pub enum Job {
         sealed_token: String,
         #[serde(rename = "phoneNumberId")]
         phone_number_id: PhoneNumberId,
+        /// The version the removal writes: a record at this version or later that is
+        /// live again was re-onboarded since, and the teardown has nothing left to do.
+        #[serde(
+            rename = "removedVersion",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        removed_version: Option<u64>,
     },
     /// A received Meta webhook change, to be acted on once.
     Inbound {

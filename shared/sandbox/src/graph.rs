@@ -344,6 +344,12 @@ fn debug_token(
         "whatsapp_business_messaging",
         "business_management",
     ];
+    // The businesses owning the WABAs the owner shared (Meta lists them as targets).
+    let businesses: Vec<String> = t
+        .waba_ids
+        .iter()
+        .filter_map(|w| state.wabas.get(w).map(|w| w.business_id.clone()))
+        .collect();
     let mut data = json!({
         "app_id": SANDBOX_APP_ID,
         "type": "SYSTEM_USER",
@@ -356,7 +362,7 @@ fn debug_token(
         "granular_scopes": [
             {"scope": "whatsapp_business_management", "target_ids": t.waba_ids},
             {"scope": "whatsapp_business_messaging", "target_ids": t.waba_ids},
-            {"scope": "business_management"},
+            {"scope": "business_management", "target_ids": businesses},
         ],
         "user_id": "1000000000000099",
     });

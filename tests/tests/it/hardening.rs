@@ -343,3 +343,62 @@ async fn moved_to_another_waba(backend: Backend) {
     );
     assert!(t.sandbox.is_subscribed("4242424242"));
 }
+
+/// Removed, then connected again before the removal's teardown ran: the stale teardown
+/// completes (the live number keeps the subscription) instead of retrying into the
+/// dead-letter queue.
+#[tokio::test]
+async fn a_stale_teardown_of_a_reconnected_number_completes() {
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let s = signed_up(&t).await;
+    t.run_jobs().await;
+    let req = t
+        .authed(
+            http::Method::DELETE,
+            &format!("/v1/numbers/{}", s.phone_number_id),
+        )
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(t.send(req).await.status, 204);
+    // Connected again at once, before any worker ran.
+    let (token, _) = t.signup_token().await;
+    let again = t.sandbox_signup_for(&s.phone_number_id);
+    assert_eq!(t.finish(&token, &again).await.status, 200);
+    t.run_jobs().await;
+    let store = t.backend.embedded.as_ref().unwrap();
+    assert!(store.dead_jobs().await.unwrap().is_empty());
+    let later = t.clock.now() + Duration::hours(1);
+    assert!(
+        store.take_jobs(later, 10, later).await.unwrap().is_empty(),
+        "nothing retrying"
+    );
+    assert_eq!(number(&t, &s).await.health.status, HealthStatus::Healthy);
+    assert!(t.sandbox.is_subscribed(&s.waba_id));
+    assert_eq!(t.sandbox.calls("DELETE subscribed_apps"), 0);
+}
+
+/// The page's `businessId` comes from the browser: a business Meta's token does not name
+/// is not recorded (the number's owner could type anything there).
+#[tokio::test]
+async fn a_business_id_meta_does_not_vouch_for_is_not_recorded() {
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let (token, _) = t.signup_token().await;
+    let s = t.sandbox_signup();
+    let res = t
+        .post_json(
+            "/v1/signup/callback",
+            serde_json::json!({"token": token, "event": "FINISH", "code": s.code,
+                "wabaId": s.waba_id, "phoneNumberId": s.phone_number_id, "businessId": "9999999"}),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(number(&t, &s).await.business_id, None);
+    // The business Meta names is kept.
+    let (token, _) = t.signup_token().await;
+    let again = t.sandbox_signup_for(&s.phone_number_id);
+    assert_eq!(t.finish(&token, &again).await.status, 200);
+    assert_eq!(
+        number(&t, &s).await.business_id.map(|b| b.to_string()),
+        Some(again.business_id)
+    );
+}

@@ -49,7 +49,18 @@ pub async fn handle_job(
             waba_id,
             phone_number_id,
             sealed_token,
-        } => teardown(deps, app_id, waba_id, phone_number_id, sealed_token).await,
+            removed_version,
+        } => {
+            teardown(
+                deps,
+                app_id,
+                waba_id,
+                phone_number_id,
+                sealed_token,
+                *removed_version,
+            )
+            .await
+        }
         Job::Inbound { change_id } => {
             return crate::usecases::inbound::process_change(deps, change_id)
                 .await

@@ -247,6 +247,7 @@ pub async fn remove_number(
                 waba_id: number.waba_id.clone(),
                 phone_number_id: number.phone_number_id.clone(),
                 sealed_token: sealed.encode(),
+                removed_version: Some(number.version + 1),
             };
             queue.enqueue(&job).await.map_err(|e| {
                 warn!(error = %e, "teardown job not queued; nothing was removed");

@@ -599,13 +599,20 @@ pub async fn teardown(
     waba: &WabaId,
     phone: &PhoneNumberId,
     sealed_token: &str,
+    removed_version: Option<u64>,
 ) -> Result<(), SetupError> {
-    if deps
-        .store
-        .number(app, phone)
-        .await?
-        .is_some_and(|n| n.is_live() && n.waba_id == *waba)
+    let current = deps.store.number(app, phone).await?;
+    if let Some(n) = &current
+        && n.is_live()
+        && n.waba_id == *waba
+        && removed_version.is_some_and(|v| n.version >= v)
     {
+        // Removed, then connected again (same WABA) before this ran: the live number
+        // keeps the subscription; nothing to do.
+        info!(waba_id = %waba, "teardown: the number was connected again meanwhile");
+        return Ok(());
+    }
+    if current.is_some_and(|n| n.is_live() && n.waba_id == *waba) {
         // The removal (or the move to another WABA) has not committed (yet): try again
         // later; if it never does, the message ends in the dead-letter queue and the
         // WABA stays subscribed.

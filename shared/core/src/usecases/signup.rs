@@ -695,6 +695,7 @@ async fn finish_claimed(
             waba_id: old.waba_id.clone(),
             sealed_token: old_token.encode(),
             phone_number_id: phone.clone(),
+            removed_version: None,
         };
         if let Err(e) = deps.queue.enqueue(&job).await {
             warn!(error = %e, "the old WABA's teardown was not queued; it stays subscribed");
@@ -758,8 +759,18 @@ impl Signup<'_> {
             phone_number_id: phone.clone(),
             app_id: self.session.app_id.clone(),
             waba_id: self.waba.clone(),
+            // The page's businessId comes from the browser: kept only when Meta's token
+            // names that business (its `business_management` scope's targets).
             business_id: self
                 .business
+                .filter(|b| {
+                    self.facts.granular_scopes.iter().any(|g| {
+                        g.scope == "business_management"
+                            && g.target_ids
+                                .as_ref()
+                                .is_some_and(|ids| ids.iter().any(|id| id == b.as_str()))
+                    })
+                })
                 .cloned()
                 .or_else(|| existing.and_then(|n| n.business_id.clone())),
             profile,

@@ -395,6 +395,8 @@ struct Proxy {
     keys: KeySchema,
     calls: Arc<Mutex<Vec<Call>>>,
     requests: Arc<Mutex<Vec<String>>>,
+    /// While set, every request fails as an AWS outage would (503).
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `service:Operation` of one request (a transaction is one request, many calls).
@@ -418,6 +420,15 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     let bytes = axum::body::to_bytes(body, 64 << 20)
         .await
         .unwrap_or_else(|_| Bytes::new());
+    if p.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Response::builder()
+            .status(503)
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(Body::from(
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ServiceUnavailable","message":"outage"}"#,
+            ))
+            .unwrap_or_else(|_| Response::new(Body::empty()));
+    }
     let recorded = calls_of(&p.keys, &parts.headers, &bytes);
     p.requests
         .lock()
@@ -463,6 +474,7 @@ pub struct Recorder {
     pub addr: SocketAddr,
     calls: Arc<Mutex<Vec<Call>>>,
     requests: Arc<Mutex<Vec<String>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Recorder {
@@ -473,7 +485,9 @@ impl Recorder {
         let template = Template::parse(TEMPLATE).expect("template.yaml parses");
         let calls = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let proxy = Proxy {
+            down: Arc::clone(&down),
             upstream: upstream.trim_end_matches('/').to_owned(),
             client: reqwest::Client::new(),
             keys: template.key_schema(),
@@ -490,7 +504,13 @@ impl Recorder {
             addr,
             calls,
             requests,
+            down,
         }
+    }
+
+    /// An AWS outage (every request 503) until `false` again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every request so far, as `service:Operation`, in order.

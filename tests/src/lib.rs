@@ -142,10 +142,8 @@ impl Backend {
     /// An AWS backend whose every request goes through `recorder` (to count them).
     pub async fn aws_through(recorder: &iam::Recorder) -> Self {
         emulator().await;
-        let conf = aws_config::from_env()
-            .endpoint_url(recorder.endpoint())
-            .load()
-            .await;
+        // The functions' own SDK configuration (retries and timeouts) pointed at it.
+        let conf = pipes_adapters::config::lambda_aws_at(Some(recorder.endpoint())).await;
         Self::aws_with(conf).await
     }
 

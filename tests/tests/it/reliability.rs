@@ -339,3 +339,63 @@ async fn a_whole_lifecycle_at_trace_logs_no_secret() {
     let n = t.store.number(&t.app.id, &phone).await.unwrap().unwrap();
     assert_ne!(n.health.reason, Some(HealthReason::TokenInvalid));
 }
+
+/// AWS failing mid-flow (every DynamoDB, SQS and KMS request answered 503 for a while):
+/// requests fail fast with 503 and write nothing, the setup waiting in the queue and
+/// the sweep fail without harm, and once AWS is back the same links finish and every
+/// number ends healthy.
+#[tokio::test]
+async fn an_aws_outage_mid_flow_fails_fast_and_everything_finishes_after() {
+    let recorder = pipes_tests::iam::Recorder::start().await;
+    let t = TestApp::spawn(Backend::aws_through(&recorder).await).await;
+    let (token_a, session_a) = t.signup_token().await;
+    let a = t.sandbox_signup();
+    assert_eq!(t.finish(&token_a, &a).await.status, StatusCode::OK);
+    let (token_b, session_b) = t.signup_token().await;
+    let b = t.sandbox_signup();
+
+    recorder.set_down(true);
+    let started = std::time::Instant::now();
+    let minted = t
+        .issue(json!({"redirectUrl": "https://partner.example/x"}))
+        .await;
+    assert_eq!(minted.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(minted.error_code(), "unavailable");
+    let finished = t.finish(&token_b, &b).await;
+    assert_eq!(finished.status, StatusCode::SERVICE_UNAVAILABLE);
+    let fast = started.elapsed();
+    assert_eq!(
+        t.sandbox.calls("GET oauth/access_token"),
+        1,
+        "b's code was not spent"
+    );
+    // The worker and the sweep meet the outage too.
+    t.run_jobs_once().await;
+    t.clock.advance(Duration::hours(2));
+    let report = pipes_core::usecases::sweep::sweep(t.worker_deps(), everything_due(), None).await;
+    assert!(
+        report.is_err(),
+        "the sweep says it failed (its Lambda errors, the alarm fires)"
+    );
+    recorder.set_down(false);
+
+    assert_eq!(t.get_session(&session_b).await.json()["status"], "pending");
+    // The owner tries again (Meta's code lived 30 s: a fresh one), with the same link.
+    let b = t.sandbox_signup_for(&b.phone_number_id);
+    assert_eq!(t.finish(&token_b, &b).await.status, StatusCode::OK);
+    t.clock.advance(Duration::minutes(11));
+    t.run_jobs().await;
+    t.sweep(everything_due(), None).await;
+    t.run_jobs().await;
+    for (s, session) in [(&a, &session_a), (&b, &session_b)] {
+        let phone = PhoneNumberId::parse(&s.phone_number_id).unwrap();
+        let n = t.store.number(&t.app.id, &phone).await.unwrap().unwrap();
+        assert_eq!(n.health.status, HealthStatus::Healthy, "{:?}", n.health);
+        assert_eq!(t.get_session(session).await.json()["status"], "completed");
+    }
+    eprintln!(
+        "outage: two requests answered 503 in {} ms together; the sweep during it failed and \
+         left everything due; both numbers healthy after recovery",
+        fast.as_millis()
+    );
+}

@@ -542,6 +542,12 @@ impl MetaGraph for GraphClient {
                     ]))
             })
             .await?;
+        // A 200 without a token is no token: nothing may be connected on it.
+        if body.access_token.trim().is_empty() {
+            return Err(GraphError::transient(
+                "the code exchange answered without an access token",
+            ));
+        }
         Ok(AccessToken::new(body.access_token))
     }
 

@@ -459,3 +459,37 @@ async fn arbitrary_graph_answers_never_panic_the_client() {
         let _ = client.profile(&token(), &phone).await;
     }
 }
+
+/// Meta answering the code exchange 200 without an `access_token` is an error, not a
+/// token: nothing is connected on an empty answer.
+#[tokio::test]
+async fn an_exchange_answer_without_a_token_is_an_error() {
+    for body in [
+        json!({"token_type": "bearer"}),
+        json!({"access_token": ""}),
+        json!({"access_token": null}),
+        json!({}),
+    ] {
+        let (client, _) = scripted(vec![answer(200, body.clone())]).await;
+        let code = AuthCode::parse("AQcode").unwrap();
+        assert!(client.exchange_code(&code).await.is_err(), "{body}");
+    }
+}
+
+/// A token whose granular scopes name no WABA (a system user's, reaching everything)
+/// cannot say which WABA the owner shared: the code-only path refuses it rather than
+/// guessing.
+#[tokio::test]
+async fn granular_scopes_naming_no_waba_name_no_shared_waba() {
+    let body: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/meta/debug-token-system-user.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let (client, _) = scripted(vec![answer(200, body["payload"].clone())]).await;
+    let facts = client.debug_token(&token()).await.unwrap();
+    assert_eq!(facts.shared_waba(), None);
+}

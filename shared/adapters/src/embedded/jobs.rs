@@ -102,17 +102,26 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Makes jobs a previous worker had taken visible again at once (a restarted
-    /// `pipes dev` is the only worker of its data dir: what it had taken when it died
-    /// will never be acked). Returns how many.
+    /// Makes jobs a previous worker had taken visible again at once, and gives back the
+    /// setup leases it held (a restarted `pipes dev` is the only worker of its data dir:
+    /// what it had taken when it died will never be acked or released). Returns how many
+    /// jobs.
     pub async fn release_taken_jobs(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.with(move |c| {
-            let n = c
+            let tx = c.transaction().map_err(db_err)?;
+            let n = tx
                 .execute(
                     "UPDATE jobs SET visible_at = ?1 WHERE dead = 0 AND attempts > 0 AND visible_at > ?1",
                     [millis(now)],
                 )
                 .map_err(db_err)?;
+            tx.execute(
+                "UPDATE numbers SET record = json_set(record, '$.setup.leaseUntil', NULL) \
+                 WHERE json_extract(record, '$.setup.leaseUntil') IS NOT NULL",
+                [],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
             Ok(n)
         })
         .await

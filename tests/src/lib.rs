@@ -939,6 +939,7 @@ pub fn sample_number(
         token: TokenInfo::default(),
         sealed_token: None,
         sealed_pin: None,
+        teardown_token: None,
         session_id: session.clone(),
         metadata: pipes_core::Metadata::default(),
         connected_at: now,

@@ -24,9 +24,14 @@ pub enum Job {
         app_id: AppId,
         #[serde(rename = "wabaId")]
         waba_id: WabaId,
-        /// The removed number's token, re-sealed for the job (the record's is destroyed).
-        #[serde(rename = "sealedToken")]
-        sealed_token: String,
+        /// Messages queued by earlier versions carried the sealed token; new ones leave
+        /// it on the number record (`teardown_token`).
+        #[serde(
+            rename = "sealedToken",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        sealed_token: Option<String>,
         #[serde(rename = "phoneNumberId")]
         phone_number_id: PhoneNumberId,
         /// The version the removal writes: a record at this version or later that is

@@ -402,3 +402,37 @@ async fn a_business_id_meta_does_not_vouch_for_is_not_recorded() {
         Some(again.business_id)
     );
 }
+
+/// A removal's teardown keeps the token no longer than needed: never in the queue
+/// message, sealed on the removed record until the teardown is done, then gone.
+#[tokio::test]
+async fn a_teardown_keeps_the_token_only_until_it_is_done() {
+    let t = TestApp::spawn(Backend::embedded()).await;
+    let s = signed_up(&t).await;
+    t.run_jobs().await;
+    let req = t
+        .authed(
+            http::Method::DELETE,
+            &format!("/v1/numbers/{}", s.phone_number_id),
+        )
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(t.send(req).await.status, 204);
+    let jobs = t.backend.queued_work().await;
+    let body = serde_json::to_string(&jobs).unwrap();
+    assert!(
+        body.contains("teardown") && !body.contains("sealedToken"),
+        "{body}"
+    );
+    let removed = number(&t, &s).await;
+    assert!(removed.sealed_token.is_none() && removed.teardown_token.is_some());
+    // (Peeking at the job table hid its jobs until the real time of the peek.)
+    t.clock.advance(Duration::minutes(1));
+    t.run_jobs().await;
+    let done = number(&t, &s).await;
+    assert!(
+        done.teardown_token.is_none(),
+        "dropped once the teardown is done"
+    );
+    assert!(!t.sandbox.is_subscribed(&s.waba_id));
+}

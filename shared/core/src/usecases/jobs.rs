@@ -56,7 +56,7 @@ pub async fn handle_job(
                 app_id,
                 waba_id,
                 phone_number_id,
-                sealed_token,
+                sealed_token.as_deref(),
                 *removed_version,
             )
             .await

@@ -246,9 +246,10 @@ pub async fn remove_number(
                 app_id: number.app_id.clone(),
                 waba_id: number.waba_id.clone(),
                 phone_number_id: number.phone_number_id.clone(),
-                sealed_token: sealed.encode(),
+                sealed_token: None,
                 removed_version: Some(number.version + 1),
             };
+            let _ = sealed;
             queue.enqueue(&job).await.map_err(|e| {
                 warn!(error = %e, "teardown job not queued; nothing was removed");
                 NumbersError::Unavailable
@@ -256,6 +257,12 @@ pub async fn remove_number(
         }
         let now = clock.now();
         let mut removed = number.revision(now);
+        // The teardown's token stays (sealed) on the removed record until it is done.
+        removed.teardown_token = if others == 0 {
+            number.sealed_token.clone()
+        } else {
+            None
+        };
         removed.sealed_token = None;
         removed.sealed_pin = None;
         removed.health = Health {

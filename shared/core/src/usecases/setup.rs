@@ -598,7 +598,44 @@ pub async fn teardown(
     app: &AppId,
     waba: &WabaId,
     phone: &PhoneNumberId,
-    sealed_token: &str,
+    sealed_token: Option<&str>,
+    removed_version: Option<u64>,
+) -> Result<(), SetupError> {
+    let result = teardown_steps(deps, app, waba, phone, sealed_token, removed_version).await;
+    if result.is_ok() {
+        drop_teardown_token(deps, app, phone).await;
+    }
+    result
+}
+
+/// The teardown is done: its token leaves the record.
+async fn drop_teardown_token(deps: WorkerDeps<'_>, app: &AppId, phone: &PhoneNumberId) {
+    for _ in 0..3 {
+        let Ok(Some(n)) = deps.store.number(app, phone).await else {
+            return;
+        };
+        if n.teardown_token.is_none() {
+            return;
+        }
+        let mut next = n.revision(deps.clock.now());
+        next.teardown_token = None;
+        match deps.store.save_number(&next, n.version, None).await {
+            Ok(()) => return,
+            Err(WriteError::Changed) => continue,
+            Err(WriteError::Store(e)) => {
+                warn!(phone_number_id = %phone, error = %e, "the teardown's token stays on the record");
+                return;
+            }
+        }
+    }
+}
+
+async fn teardown_steps(
+    deps: WorkerDeps<'_>,
+    app: &AppId,
+    waba: &WabaId,
+    phone: &PhoneNumberId,
+    sealed_token: Option<&str>,
     removed_version: Option<u64>,
 ) -> Result<(), SetupError> {
     let current = deps.store.number(app, phone).await?;
@@ -612,7 +649,10 @@ pub async fn teardown(
         info!(waba_id = %waba, "teardown: the number was connected again meanwhile");
         return Ok(());
     }
-    if current.is_some_and(|n| n.is_live() && n.waba_id == *waba) {
+    if current
+        .as_ref()
+        .is_some_and(|n| n.is_live() && n.waba_id == *waba)
+    {
         // The removal (or the move to another WABA) has not committed (yet): try again
         // later; if it never does, the message ends in the dead-letter queue and the
         // WABA stays subscribed.
@@ -622,8 +662,13 @@ pub async fn teardown(
         info!(waba_id = %waba, "teardown: another live number keeps the subscription");
         return Ok(());
     }
-    let Ok(sealed) = Sealed::decode(sealed_token) else {
-        warn!(waba_id = %waba, "teardown: malformed sealed token; nothing to do");
+    // The token is on the record (or, in messages of earlier versions, in the job).
+    let sealed = match sealed_token {
+        Some(s) => Sealed::decode(s).ok(),
+        None => current.as_ref().and_then(|n| n.teardown_token.clone()),
+    };
+    let Some(sealed) = sealed else {
+        warn!(waba_id = %waba, "teardown: no token to unsubscribe with; nothing to do");
         return Ok(());
     };
     let binding = SecretBinding {

@@ -658,7 +658,14 @@ async fn finish_claimed(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (number, history) = signup.number(&phone, existing.as_ref());
+        let (mut number, history) = signup.number(&phone, existing.as_ref());
+        if let Some(old) = existing
+            .as_ref()
+            .filter(|n| n.waba_id != waba && n.is_live())
+        {
+            // Moved to another WABA: the old WABA's teardown uses the old token.
+            number.teardown_token = old.sealed_token.clone();
+        }
         let completion = SignupCompletion {
             session_id: session.id.clone(),
             claim_id: claim_id.to_owned(),
@@ -690,10 +697,11 @@ async fn finish_claimed(
         .filter(|n| n.waba_id != waba && n.is_live())
         && let Some(old_token) = &old.sealed_token
     {
+        let _ = old_token; // kept on the new record (`teardown_token`) until done
         let job = Job::Teardown {
             app_id: app_id.clone(),
             waba_id: old.waba_id.clone(),
-            sealed_token: old_token.encode(),
+            sealed_token: None,
             phone_number_id: phone.clone(),
             removed_version: None,
         };
@@ -782,6 +790,7 @@ impl Signup<'_> {
             },
             sealed_token: Some(self.sealed.clone()),
             sealed_pin: existing.and_then(|n| n.sealed_pin.clone()),
+            teardown_token: None,
             session_id: self.session.id.clone(),
             metadata: self.session.metadata.clone(),
             connected_at: existing.map_or(now, |n| n.connected_at),

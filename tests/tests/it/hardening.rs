@@ -31,6 +31,18 @@ async fn signed_up(t: &TestApp) -> SignupResult {
     s
 }
 
+/// Removes the number through the API.
+async fn remove(t: &TestApp, s: &SignupResult) {
+    let req = t
+        .authed(
+            http::Method::DELETE,
+            &format!("/v1/numbers/{}", s.phone_number_id),
+        )
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(t.send(req).await.status, 204);
+}
+
 async fn number(t: &TestApp, s: &SignupResult) -> Number {
     let phone = PhoneNumberId::parse(&s.phone_number_id).unwrap();
     t.store.number(&t.app.id, &phone).await.unwrap().unwrap()
@@ -171,14 +183,7 @@ async fn removed_never_checked(backend: Backend) {
     let t = TestApp::spawn(backend).await;
     let s = signed_up(&t).await;
     t.run_jobs().await;
-    let req = t
-        .authed(
-            http::Method::DELETE,
-            &format!("/v1/numbers/{}", s.phone_number_id),
-        )
-        .body(axum::body::Body::empty())
-        .unwrap();
-    assert_eq!(t.send(req).await.status, 204);
+    remove(&t, &s).await;
     t.run_jobs().await;
     let before = t.sandbox.calls("GET health_status");
     t.clock.advance(Duration::days(2));
@@ -246,14 +251,7 @@ async fn meta_refusing_the_unsubscribe_ends_the_teardown() {
     let mut refused = Fault::new("subscribed_apps", FaultKind::Error, 5).on("DELETE");
     refused.code = Some(200); // permission error: our app no longer has access
     t.sandbox.add_fault(refused);
-    let req = t
-        .authed(
-            http::Method::DELETE,
-            &format!("/v1/numbers/{}", s.phone_number_id),
-        )
-        .body(axum::body::Body::empty())
-        .unwrap();
-    assert_eq!(t.send(req).await.status, 204);
+    remove(&t, &s).await;
     assert_eq!(t.run_jobs_once().await, 1);
     let store = t.backend.embedded.as_ref().unwrap();
     assert!(store.dead_jobs().await.unwrap().is_empty());
@@ -352,14 +350,7 @@ async fn a_stale_teardown_of_a_reconnected_number_completes() {
     let t = TestApp::spawn(Backend::embedded()).await;
     let s = signed_up(&t).await;
     t.run_jobs().await;
-    let req = t
-        .authed(
-            http::Method::DELETE,
-            &format!("/v1/numbers/{}", s.phone_number_id),
-        )
-        .body(axum::body::Body::empty())
-        .unwrap();
-    assert_eq!(t.send(req).await.status, 204);
+    remove(&t, &s).await;
     // Connected again at once, before any worker ran.
     let (token, _) = t.signup_token().await;
     let again = t.sandbox_signup_for(&s.phone_number_id);
@@ -410,14 +401,7 @@ async fn a_teardown_keeps_the_token_only_until_it_is_done() {
     let t = TestApp::spawn(Backend::embedded()).await;
     let s = signed_up(&t).await;
     t.run_jobs().await;
-    let req = t
-        .authed(
-            http::Method::DELETE,
-            &format!("/v1/numbers/{}", s.phone_number_id),
-        )
-        .body(axum::body::Body::empty())
-        .unwrap();
-    assert_eq!(t.send(req).await.status, 204);
+    remove(&t, &s).await;
     let jobs = t.backend.queued_work().await;
     let body = serde_json::to_string(&jobs).unwrap();
     assert!(

@@ -298,20 +298,43 @@ async fn release_lease(
     phone: &PhoneNumberId,
     lease: DateTime<Utc>,
 ) {
+    patch_number(
+        deps,
+        app,
+        phone,
+        "setup lease not released; it runs out by itself",
+        |n| {
+            let ours = n.setup.lease_until == Some(lease);
+            n.setup.lease_until = None;
+            ours
+        },
+    )
+    .await;
+}
+
+/// Rewrites the number with `change` over the version read (again if a concurrent write
+/// won), best effort: `change` says whether there was anything to do; a store failure
+/// is logged with `failed`.
+async fn patch_number(
+    deps: WorkerDeps<'_>,
+    app: &AppId,
+    phone: &PhoneNumberId,
+    failed: &str,
+    change: impl Fn(&mut Number) -> bool,
+) {
     for _ in 0..3 {
         let Ok(Some(n)) = deps.store.number(app, phone).await else {
             return;
         };
-        if n.setup.lease_until != Some(lease) {
+        let mut next = n.revision(deps.clock.now());
+        if !change(&mut next) {
             return;
         }
-        let mut released = n.revision(deps.clock.now());
-        released.setup.lease_until = None;
-        match deps.store.save_number(&released, n.version, None).await {
+        match deps.store.save_number(&next, n.version, None).await {
             Ok(()) => return,
             Err(WriteError::Changed) => continue,
             Err(WriteError::Store(e)) => {
-                warn!(phone_number_id = %phone, error = %e, "setup lease not released; it runs out by itself");
+                warn!(phone_number_id = %phone, error = %e, "{failed}");
                 return;
             }
         }
@@ -610,24 +633,14 @@ pub async fn teardown(
 
 /// The teardown is done: its token leaves the record.
 async fn drop_teardown_token(deps: WorkerDeps<'_>, app: &AppId, phone: &PhoneNumberId) {
-    for _ in 0..3 {
-        let Ok(Some(n)) = deps.store.number(app, phone).await else {
-            return;
-        };
-        if n.teardown_token.is_none() {
-            return;
-        }
-        let mut next = n.revision(deps.clock.now());
-        next.teardown_token = None;
-        match deps.store.save_number(&next, n.version, None).await {
-            Ok(()) => return,
-            Err(WriteError::Changed) => continue,
-            Err(WriteError::Store(e)) => {
-                warn!(phone_number_id = %phone, error = %e, "the teardown's token stays on the record");
-                return;
-            }
-        }
-    }
+    patch_number(
+        deps,
+        app,
+        phone,
+        "the teardown's token stays on the record",
+        |n| n.teardown_token.take().is_some(),
+    )
+    .await;
 }
 
 async fn teardown_steps(

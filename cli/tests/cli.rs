@@ -329,13 +329,13 @@ async fn two_hundred_concurrent_token_requests_all_succeed_with_distinct_tokens(
     // An operator raises this App's limit; the running server applies it at once.
     let updated = stdout_json(&pipes(
         &[
-            "apps", "update", "--app", "demo", "--rate", "1000", "--burst", "5000", "--json",
+            "apps", "update", "--app", "demo", "--rate", "500", "--burst", "5000", "--json",
         ],
         dir.path(),
     ));
     assert_eq!(
         updated["rateLimit"],
-        json!({"perSecond": 1000, "burst": 5000})
+        json!({"perSecond": 500, "burst": 5000})
     );
     let requests = (0..200).map(|_| {
         let (client, base, key) = (client.clone(), server.base.clone(), key.clone());
@@ -679,7 +679,7 @@ async fn a_kill_9_mid_traffic_loses_no_acknowledged_write_and_no_setup() {
     let key = server.demo_key.clone().unwrap();
     stdout_json(&pipes(
         &[
-            "apps", "update", "--app", "demo", "--rate", "10000", "--burst", "100000", "--json",
+            "apps", "update", "--app", "demo", "--rate", "500", "--burst", "30000", "--json",
         ],
         dir.path(),
     ));

@@ -329,8 +329,8 @@ impl TestApp {
             &*store,
             &created.app,
             admin::AppUpdate {
-                rate_per_second: Some(10_000),
-                rate_burst: Some(100_000),
+                rate_per_second: Some(500),
+                rate_burst: Some(30_000),
                 ..admin::AppUpdate::default()
             },
         )
@@ -939,7 +939,7 @@ pub fn sample_number(
         token: TokenInfo::default(),
         sealed_token: None,
         sealed_pin: None,
-        teardown_token: None,
+        teardown_tokens: Default::default(),
         session_id: session.clone(),
         metadata: pipes_core::Metadata::default(),
         connected_at: now,

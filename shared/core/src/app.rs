@@ -187,13 +187,14 @@ impl Default for RateLimit {
 }
 
 impl RateLimit {
-    /// 1 to 10,000 per second; a burst from the rate to 100,000.
+    /// 1 to 500 per second (one counter item takes its writes); a burst from the rate
+    /// to 60 seconds' worth (Retry-After never beyond a minute).
     pub fn new(per_second: u32, burst: u32) -> Result<Self, String> {
-        if !(1..=10_000).contains(&per_second) {
-            return Err("the rate must be from 1 to 10000 requests per second".into());
+        if !(1..=500).contains(&per_second) {
+            return Err("the rate must be from 1 to 500 requests per second".into());
         }
-        if burst < per_second || burst > 100_000 {
-            return Err("the burst must be at least the rate and at most 100000".into());
+        if burst < per_second || burst > per_second * 60 {
+            return Err("the burst must be at least the rate and at most 60 times it".into());
         }
         Ok(Self { per_second, burst })
     }

@@ -271,11 +271,11 @@ pub struct Number {
     pub sealed_token: Option<Sealed>,
     /// The registration PIN, envelope-encrypted, once one was generated.
     pub sealed_pin: Option<Sealed>,
-    /// The token a pending teardown unsubscribes a WABA with (the removed number's, or
-    /// the old WABA's after a move): kept sealed on the record, never in a queue
-    /// message, and dropped as soon as the teardown is done.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub teardown_token: Option<Sealed>,
+    /// The tokens pending teardowns unsubscribe WABAs with, by WABA (the removed
+    /// number's, or the old WABA's after a move): kept sealed on the record, never in a
+    /// queue message, and each dropped as soon as its WABA's teardown is done.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub teardown_tokens: std::collections::BTreeMap<WabaId, Sealed>,
     pub session_id: SessionId,
     pub metadata: Metadata,
     pub connected_at: DateTime<Utc>,

@@ -148,15 +148,14 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = Platform::from_ref(state);
-        // Authenticated already by the Idempotency-Key layer: one key lookup per request.
-        let (app, key) = match parts.extensions.get() {
-            Some(crate::idempotency::Authenticated(app, key)) => (app.clone(), key.clone()),
-            None => {
-                let store: &dyn pipes_core::AppStore = &*state.store;
-                authenticate_key(store, bearer(parts)).await?
-            }
-        };
-        // The App's own rate limit, counted once per request that reaches a handler.
+        // Authenticated (and counted) already by the Idempotency-Key layer: one key
+        // lookup and one count per request.
+        if let Some(crate::idempotency::Authenticated(app, key)) = parts.extensions.get() {
+            return Ok(Self(app.clone(), key.clone()));
+        }
+        let store: &dyn pipes_core::AppStore = &*state.store;
+        let (app, key) = authenticate_key(store, bearer(parts)).await?;
+        // The App's own rate limit.
         pipes_core::usecases::limits::admit_app(&*state.store, &*state.clock, &app)
             .await
             .map_err(ApiError::rate_limited)?;

@@ -80,6 +80,11 @@ pub(crate) async fn idempotent(State(p): State<Platform>, req: Request, next: Ne
         Ok(found) => found,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    // Every keyed request counts against the App's limit, replays and refusals too,
+    // and before the claim: a 429 is never stored as the key's answer.
+    if let Err(l) = pipes_core::usecases::limits::admit_app(&*p.store, &*p.clock, &app).await {
+        return ApiError::rate_limited(l).into_response();
+    }
     let (mut parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BYTES).await else {
         return ApiError::new(
@@ -93,6 +98,9 @@ pub(crate) async fn idempotent(State(p): State<Platform>, req: Request, next: Ne
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    // The key that sent it is part of the request: another key of the App (a revoked
+    // one's successor, say) never gets its answer replayed.
+    let target = format!("{}#{target}", key_id.as_str());
     let hash = fingerprint(parts.method.as_str(), &target, &bytes);
     let deps = p.idempotency();
     match start(deps, &app.id, &key, &hash).await {

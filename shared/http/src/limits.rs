@@ -35,9 +35,31 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 /// Counts a request to a public route against its client IP's limit.
 pub async fn per_ip(p: &Platform, ip: &ClientIp) -> Result<(), Limited> {
-    match &ip.0 {
-        Some(ip) => admit(&*p.store, &*p.clock, &format!("ip:{ip}"), p.limits.per_ip).await,
+    match ip.0.as_deref().map(bucket_of) {
+        Some(bucket) => {
+            admit(
+                &*p.store,
+                &*p.clock,
+                &format!("ip:{bucket}"),
+                p.limits.per_ip,
+            )
+            .await
+        }
         None => Ok(()),
+    }
+}
+
+/// An IPv4 address, or an IPv6 address's /64 (one client holds a whole /64).
+fn bucket_of(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(String::new, |v4| v4.to_string()),
+        _ => ip.to_owned(),
     }
 }
 

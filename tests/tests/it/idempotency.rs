@@ -80,7 +80,9 @@ async fn refused(backend: Backend) {
     assert_eq!(other.error_code(), "idempotency_key_reused");
     // A request holding the key (claimed, not finished) makes the next one wait.
     let body = link().to_string();
-    let hash = fingerprint("POST", "/v1/apps/token", body.as_bytes());
+    let (_, key_id) = t.store.live_key(&t.key.hash()).await.unwrap().unwrap();
+    let target = format!("{}#/v1/apps/token", key_id.as_str());
+    let hash = fingerprint("POST", &target, body.as_bytes());
     let now = t.clock.now();
     t.store
         .claim_idempotency(

@@ -60,18 +60,33 @@ impl AppStore for DynamoStore {
     }
 
     async fn update_app(&self, app: &App) -> Result<(), StoreError> {
-        // The App item and the copy on each of its key lookups, together.
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_values(":pk", s(keys_pk(&app.id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::unavailable)?;
+        // The live keys' lookups carry a copy of the App (revoked ones authenticate
+        // nothing and are left as they are).
+        let mut hashes = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_values(":pk", s(keys_pk(&app.id)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(StoreError::unavailable)?;
+            for listing in out.items() {
+                if !listing.contains_key("revokedAt") {
+                    hashes.push(Attrs(listing).str("keyHash")?.to_owned());
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
         let item = app_item(app)?;
         let put = Put::builder()
             .table_name(&self.table)
@@ -83,10 +98,8 @@ impl AppStore for DynamoStore {
         let mut copy = item;
         copy.remove("pk");
         copy.remove("sk");
-        let mut items = vec![TransactWriteItem::builder().put(put).build()];
-        for listing in out.items() {
-            let hash = Attrs(listing).str("keyHash")?.to_owned();
-            let update = Update::builder()
+        let update = |hash: &str| -> Result<TransactWriteItem, StoreError> {
+            let u = Update::builder()
                 .table_name(&self.table)
                 .key("pk", s(format!("KEY#{hash}")))
                 .key("sk", s("KEY"))
@@ -97,16 +110,29 @@ impl AppStore for DynamoStore {
                 .expression_attribute_values(":app", AttributeValue::M(copy.clone()))
                 .build()
                 .map_err(StoreError::unavailable)?;
-            items.push(TransactWriteItem::builder().update(update).build());
+            Ok(TransactWriteItem::builder().update(u).build())
+        };
+        // The App and up to 99 copies together; any further copies in more transactions
+        // (the copies are a cache of the App item).
+        let mut chunks = hashes.chunks(99);
+        let mut first = vec![TransactWriteItem::builder().put(put).build()];
+        for h in chunks.next().unwrap_or_default() {
+            first.push(update(h)?);
         }
-        if items.len() > 100 {
-            return Err(StoreError::Conflict("too many keys to update at once"));
-        }
-        self.transact(items, |i| match i {
+        self.transact(first, |i| match i {
             0 => StoreError::NotFound("app"),
             _ => StoreError::Conflict("a key changed meanwhile"),
         })
-        .await
+        .await?;
+        for chunk in chunks {
+            let items = chunk
+                .iter()
+                .map(|h| update(h))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.transact(items, |_| StoreError::Conflict("a key changed meanwhile"))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn add_key(&self, key: &AppKeyRecord, key_hash: &SecretHash) -> Result<(), StoreError> {

@@ -677,7 +677,7 @@ mod tests {
             token: TokenInfo::default(),
             sealed_token: None,
             sealed_pin: None,
-            teardown_token: None,
+            teardown_tokens: Default::default(),
             session_id: SessionId::generate(),
             metadata: crate::session::Metadata::default(),
             connected_at: now,

@@ -258,11 +258,13 @@ pub async fn remove_number(
         let now = clock.now();
         let mut removed = number.revision(now);
         // The teardown's token stays (sealed) on the removed record until it is done.
-        removed.teardown_token = if others == 0 {
-            number.sealed_token.clone()
-        } else {
-            None
-        };
+        if others == 0
+            && let Some(token) = &number.sealed_token
+        {
+            removed
+                .teardown_tokens
+                .insert(number.waba_id.clone(), token.clone());
+        }
         removed.sealed_token = None;
         removed.sealed_pin = None;
         removed.health = Health {

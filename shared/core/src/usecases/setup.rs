@@ -626,19 +626,24 @@ pub async fn teardown(
 ) -> Result<(), SetupError> {
     let result = teardown_steps(deps, app, waba, phone, sealed_token, removed_version).await;
     if result.is_ok() {
-        drop_teardown_token(deps, app, phone).await;
+        drop_teardown_token(deps, app, waba, phone).await;
     }
     result
 }
 
 /// The teardown is done: its token leaves the record.
-async fn drop_teardown_token(deps: WorkerDeps<'_>, app: &AppId, phone: &PhoneNumberId) {
+async fn drop_teardown_token(
+    deps: WorkerDeps<'_>,
+    app: &AppId,
+    waba: &WabaId,
+    phone: &PhoneNumberId,
+) {
     patch_number(
         deps,
         app,
         phone,
         "the teardown's token stays on the record",
-        |n| n.teardown_token.take().is_some(),
+        |n| n.teardown_tokens.remove(waba).is_some(),
     )
     .await;
 }
@@ -678,7 +683,9 @@ async fn teardown_steps(
     // The token is on the record (or, in messages of earlier versions, in the job).
     let sealed = match sealed_token {
         Some(s) => Sealed::decode(s).ok(),
-        None => current.as_ref().and_then(|n| n.teardown_token.clone()),
+        None => current
+            .as_ref()
+            .and_then(|n| n.teardown_tokens.get(waba).cloned()),
     };
     let Some(sealed) = sealed else {
         warn!(waba_id = %waba, "teardown: no token to unsubscribe with; nothing to do");

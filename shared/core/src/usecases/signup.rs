@@ -664,7 +664,11 @@ async fn finish_claimed(
             .filter(|n| n.waba_id != waba && n.is_live())
         {
             // Moved to another WABA: the old WABA's teardown uses the old token.
-            number.teardown_token = old.sealed_token.clone();
+            if let Some(token) = &old.sealed_token {
+                number
+                    .teardown_tokens
+                    .insert(old.waba_id.clone(), token.clone());
+            }
         }
         let completion = SignupCompletion {
             session_id: session.id.clone(),
@@ -697,7 +701,7 @@ async fn finish_claimed(
         .filter(|n| n.waba_id != waba && n.is_live())
         && let Some(old_token) = &old.sealed_token
     {
-        let _ = old_token; // kept on the new record (`teardown_token`) until done
+        let _ = old_token; // kept on the new record (`teardown_tokens`) until done
         let job = Job::Teardown {
             app_id: app_id.clone(),
             waba_id: old.waba_id.clone(),
@@ -790,7 +794,10 @@ impl Signup<'_> {
             },
             sealed_token: Some(self.sealed.clone()),
             sealed_pin: existing.and_then(|n| n.sealed_pin.clone()),
-            teardown_token: None,
+            // Pending teardowns of earlier removals or moves keep their tokens.
+            teardown_tokens: existing
+                .map(|n| n.teardown_tokens.clone())
+                .unwrap_or_default(),
             session_id: self.session.id.clone(),
             metadata: self.session.metadata.clone(),
             connected_at: existing.map_or(now, |n| n.connected_at),

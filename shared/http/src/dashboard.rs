@@ -188,13 +188,6 @@ impl FromRequestParts<Platform> for Owner {
     }
 }
 
-/// What every dashboard form posts besides its own fields.
-#[derive(Debug, Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: Option<String>,
-}
-
 /// Whether the request's `Origin` is our own.
 fn same_origin(p: &Platform, headers: &HeaderMap) -> bool {
     headers
@@ -240,16 +233,28 @@ impl axum::extract::FromRequest<Platform> for Change {
     type Rejection = Response;
 
     async fn from_request(req: axum::extract::Request, p: &Platform) -> Result<Self, Response> {
+        let ChangeForm(owner, _) = ChangeForm::from_request(req, p).await?;
+        Ok(Self(owner))
+    }
+}
+
+/// A state change whose form carries fields besides the CSRF token (`csrf`).
+pub(super) struct ChangeForm(pub(super) Owner, pub(super) HashMap<String, String>);
+
+impl axum::extract::FromRequest<Platform> for ChangeForm {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, p: &Platform) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
         let owner = Owner::from_request_parts(&mut parts, p).await?;
         let headers = parts.headers.clone();
         let req = axum::extract::Request::from_parts(parts, body);
-        let form = Form::<CsrfForm>::from_request(req, p)
+        let fields = Form::<HashMap<String, String>>::from_request(req, p)
             .await
-            .map(|Form(f)| f.csrf)
-            .unwrap_or(None);
-        guard(p, &owner, &headers, form.as_deref())?;
-        Ok(Self(owner))
+            .map(|Form(f)| f)
+            .unwrap_or_default();
+        guard(p, &owner, &headers, fields.get("csrf").map(String::as_str))?;
+        Ok(Self(owner, fields))
     }
 }
 

@@ -2,14 +2,13 @@
 //! test, remove) and its recent events with their deliveries (redeliver one). The same
 //! use cases as `/v1/webhook-endpoint` and `/v1/events`; a new secret is shown once.
 
-use std::collections::HashMap;
 use std::fmt::Write;
 
+use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
 use pipes_core::Platform;
 use pipes_core::usecases::events::{
     EndpointError, put_endpoint, redeliver, rotate_secret, send_ping,
@@ -17,7 +16,7 @@ use pipes_core::usecases::events::{
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::{Owner, guard, header_html, message_page, page, unavailable};
+use super::{ChangeForm, Owner, header_html, message_page, page, unavailable};
 use crate::html::escape;
 use crate::partner::rfc3339;
 
@@ -28,27 +27,6 @@ pub(super) fn routes() -> Router<Platform> {
         .route("/dashboard/webhooks/test", post(test))
         .route("/dashboard/webhooks/remove", post(remove))
         .route("/dashboard/events/{id}/redeliver", post(again))
-}
-
-/// A state change whose form carries fields besides the CSRF token.
-pub(super) struct ChangeForm(Owner, HashMap<String, String>);
-
-impl axum::extract::FromRequest<Platform> for ChangeForm {
-    type Rejection = Response;
-
-    async fn from_request(req: axum::extract::Request, p: &Platform) -> Result<Self, Response> {
-        use axum::extract::FromRequestParts;
-        let (mut parts, body) = req.into_parts();
-        let owner = Owner::from_request_parts(&mut parts, p).await?;
-        let headers: HeaderMap = parts.headers.clone();
-        let req = axum::extract::Request::from_parts(parts, body);
-        let fields = Form::<HashMap<String, String>>::from_request(req, p)
-            .await
-            .map(|Form(f)| f)
-            .unwrap_or_default();
-        guard(p, &owner, &headers, fields.get("csrf").map(String::as_str))?;
-        Ok(Self(owner, fields))
-    }
 }
 
 async fn webhooks_page(State(p): State<Platform>, owner: Owner) -> Response {

@@ -109,7 +109,7 @@ fn plain_expectation(exp: &str) -> String {
 }
 
 /// The key presented as `Authorization: Bearer ak_...`, if any.
-fn bearer(parts: &Parts) -> Option<&str> {
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
     parts
         .headers
         .get(header::AUTHORIZATION)

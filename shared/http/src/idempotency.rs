@@ -69,14 +69,8 @@ pub(crate) async fn idempotent(State(p): State<Platform>, req: Request, next: Ne
             .into_response();
         }
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .map(str::to_owned);
-    let (app, key_id) = match authenticate_key(&*p.store, presented.as_deref()).await {
+    let (mut parts, body) = req.into_parts();
+    let (app, key_id) = match authenticate_key(&*p.store, crate::extract::bearer(&parts)).await {
         Ok(found) => found,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -85,7 +79,6 @@ pub(crate) async fn idempotent(State(p): State<Platform>, req: Request, next: Ne
     if let Err(l) = pipes_core::usecases::limits::admit_app(&*p.store, &*p.clock, &app).await {
         return ApiError::rate_limited(l).into_response();
     }
-    let (mut parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BYTES).await else {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::crypto::{CryptoError, Envelope, Sealed};
+use crate::crypto::{CryptoError, Envelope};
 use crate::events::{
     Attempt, DeliveryStatus, Endpoint, EndpointUrl, Event, EventType, MAX_ATTEMPTS_KEPT,
     SECRET_OVERLAP, is_event_id, next_retry, signature_header,
@@ -267,22 +267,17 @@ async fn signing_secrets(
     endpoint: &Endpoint,
     now: DateTime<Utc>,
 ) -> Result<Vec<SecretString>, CryptoError> {
-    let mut out = vec![open_secret(envelope, &endpoint.app_id, &endpoint.secret).await?];
+    let mut out = vec![
+        envelope
+            .open_app_secret(&endpoint.app_id, &endpoint.secret)
+            .await?,
+    ];
     if let Some((old, until)) = &endpoint.previous
         && *until > now
     {
-        out.push(open_secret(envelope, &endpoint.app_id, old).await?);
+        out.push(envelope.open_app_secret(&endpoint.app_id, old).await?);
     }
     Ok(out)
-}
-
-/// Opens an endpoint's sealed signing secret.
-pub async fn open_secret(
-    envelope: &Envelope,
-    app: &AppId,
-    sealed: &Sealed,
-) -> Result<SecretString, CryptoError> {
-    envelope.open_app_secret(app, sealed).await
 }
 
 /// What the endpoint routes can fail with.

@@ -239,9 +239,7 @@ pub async fn remove_number(
             .into_iter()
             .filter(|(_, p)| *p != number.phone_number_id)
             .count();
-        if others == 0
-            && let Some(sealed) = &number.sealed_token
-        {
+        if others == 0 && number.sealed_token.is_some() {
             let job = Job::Teardown {
                 app_id: number.app_id.clone(),
                 waba_id: number.waba_id.clone(),
@@ -249,7 +247,6 @@ pub async fn remove_number(
                 sealed_token: None,
                 removed_version: Some(number.version + 1),
             };
-            let _ = sealed;
             queue.enqueue(&job).await.map_err(|e| {
                 warn!(error = %e, "teardown job not queued; nothing was removed");
                 NumbersError::Unavailable

@@ -61,6 +61,15 @@ pub struct SignupDeps<'a> {
     pub events_queue: &'a dyn JobQueue,
 }
 
+impl<'a> SignupDeps<'a> {
+    fn emitter(&self) -> crate::usecases::events::Emitter<'a> {
+        crate::usecases::events::Emitter {
+            store: self.events,
+            queue: self.events_queue,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SignupError {
     #[error("{field}: {message}")]
@@ -412,10 +421,7 @@ async fn queue_setup(
     if let Err(e) = deps.queue.enqueue(&job).await {
         warn!(phone_number_id = %phone, error = %e, "setup job not queued; the sweep will re-drive it");
     }
-    let emitter = crate::usecases::events::Emitter {
-        store: deps.events,
-        queue: deps.events_queue,
-    };
+    let emitter = deps.emitter();
     emitter
         .emit_logged(Event::new(
             session.app_id.clone(),
@@ -467,7 +473,10 @@ pub async fn signed_redirect(
     let Some(endpoint) = endpoint else {
         return session.redirect_url.with_query(params);
     };
-    match crate::usecases::events::open_secret(envelope, &session.app_id, &endpoint.secret).await {
+    match envelope
+        .open_app_secret(&session.app_id, &endpoint.secret)
+        .await
+    {
         Ok(secret) => {
             use secrecy::ExposeSecret;
             let sig = crate::events::redirect_signature(secret.expose_secret().as_bytes(), params);
@@ -698,10 +707,9 @@ async fn finish_claimed(
     // of it remains (the teardown checks), with the token that reached it.
     if let Some(old) = existing
         .as_ref()
-        .filter(|n| n.waba_id != waba && n.is_live())
-        && let Some(old_token) = &old.sealed_token
+        .filter(|n| n.waba_id != waba && n.is_live() && n.sealed_token.is_some())
     {
-        let _ = old_token; // kept on the new record (`teardown_tokens`) until done
+        // Its token is kept on the new record (`teardown_tokens`) until this is done.
         let job = Job::Teardown {
             app_id: app_id.clone(),
             waba_id: old.waba_id.clone(),
@@ -872,26 +880,23 @@ pub async fn record_abandon(
     }
     if store.record_abandon(&session.id, &abandon).await? {
         let n = session.abandons.len();
-        crate::usecases::events::Emitter {
-            store: deps.events,
-            queue: deps.events_queue,
-        }
-        .emit_logged(Event::new(
-            session.app_id.clone(),
-            EventType::SignupAbandoned,
-            &format!("{}#{n}", session.id),
-            now,
-            serde_json::json!({
-                "sessionId": session.id,
-                "event": if event == AbandonEvent::Cancel { "CANCEL" } else { "ERROR" },
-                "step": abandon.step,
-                "errorCode": abandon.error_code,
-                "errorMessage": abandon.error_message,
-                "metaSessionId": abandon.meta_session_id,
-                "metadata": serde_json::Value::from(session.metadata.clone()),
-            }),
-        ))
-        .await;
+        deps.emitter()
+            .emit_logged(Event::new(
+                session.app_id.clone(),
+                EventType::SignupAbandoned,
+                &format!("{}#{n}", session.id),
+                now,
+                serde_json::json!({
+                    "sessionId": session.id,
+                    "event": if event == AbandonEvent::Cancel { "CANCEL" } else { "ERROR" },
+                    "step": abandon.step,
+                    "errorCode": abandon.error_code,
+                    "errorMessage": abandon.error_message,
+                    "metaSessionId": abandon.meta_session_id,
+                    "metadata": serde_json::Value::from(session.metadata.clone()),
+                }),
+            ))
+            .await;
     } else {
         info!(session_id = %session.id, "abandon not recorded (session finished or full)");
     }

@@ -644,3 +644,68 @@ async fn wait_for_row(t: &TestApp, c: &Client, status: &str) -> String {
     }
     panic!("no {status} number appeared on the page");
 }
+
+#[tokio::test]
+async fn an_owner_sets_tests_and_removes_the_webhook_endpoint_in_a_browser() {
+    let Some(d) = driver().await else { return };
+    let c = &d.client;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let t = TestApp::spawn_with(Backend::embedded(), &[], &base).await;
+    let router = t.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    sign_in_as(&t, c, &base, t.key.expose()).await;
+
+    c.goto(&format!("{base}/dashboard/webhooks")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Id("url"))
+        .await
+        .unwrap()
+        .send_keys("https://partner.example/hooks")
+        .await
+        .unwrap();
+    click(c, "save-endpoint").await;
+    // The signing secret is shown once, on the answer to the save.
+    let mut secret = String::new();
+    for _ in 0..100 {
+        secret = text_of(c, "secret-value").await;
+        if !secret.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    c.goto(&format!("{base}/dashboard/webhooks")).await.unwrap();
+    assert_eq!(
+        text_of(c, "endpoint-url").await,
+        "https://partner.example/hooks"
+    );
+    assert!(!c.source().await.unwrap().contains("whsec_"));
+
+    // Send test event: a ping in the event list.
+    click(c, "send-test").await;
+    let mut listed = String::new();
+    for _ in 0..100 {
+        listed = text_of(c, "events").await;
+        if listed.contains("ping") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listed.contains("ping"), "{listed}");
+
+    // Remove asks first (the page's script, allowed by its CSP), then the endpoint is gone.
+    click(c, "remove-endpoint").await;
+    c.accept_alert().await.unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if c.find(Locator::Id("no-endpoint")).await.is_ok() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "{}", c.source().await.unwrap());
+    assert!(t.store.endpoint(&t.app.id).await.unwrap().is_none());
+    c.clone().close().await.unwrap();
+}

@@ -53,6 +53,12 @@ impl RedirectUrl {
             return Err(format!("must be at most {MAX_REDIRECT_URL_LEN} characters"));
         }
         let url = Url::parse(s).map_err(|_| "must be an absolute https URL".to_owned())?;
+        // Parsing percent-encodes what needs it: the limit holds for what is stored.
+        if url.as_str().len() > MAX_REDIRECT_URL_LEN {
+            return Err(format!(
+                "must be at most {MAX_REDIRECT_URL_LEN} characters once percent-encoded"
+            ));
+        }
         check_scheme(&url)?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err("must not contain credentials".into());
@@ -321,6 +327,21 @@ mod tests {
         ] {
             assert!(RedirectUrl::parse(good, &[]).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn a_redirect_url_is_limited_once_percent_encoded() {
+        // 724 spaces pass the raw length check and become 2,172 characters of %20.
+        let spaced = format!("https://partner.example/a{}b", " ".repeat(724));
+        assert!(spaced.len() <= MAX_REDIRECT_URL_LEN);
+        assert!(RedirectUrl::parse(&spaced, &[]).is_err());
+        // What was accepted always reads back.
+        let ok = RedirectUrl::parse(
+            &format!("https://partner.example/a{}b", " ".repeat(600)),
+            &[],
+        )
+        .unwrap();
+        assert!(RedirectUrl::try_from(ok.as_str().to_owned()).is_ok());
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl From<SignupError> for ApiError {
             | SignupError::ReconnectOtherNumber(_)
             | SignupError::NoPhoneNumber
             | SignupError::PhoneNumberAmbiguous => StatusCode::UNPROCESSABLE_ENTITY,
+            SignupError::CodeRejected => StatusCode::UNPROCESSABLE_ENTITY,
             SignupError::ExchangeFailed => StatusCode::BAD_GATEWAY,
             SignupError::Unavailable
             | SignupError::AppCredentials

@@ -3,7 +3,7 @@
 //! /v1/webhook-endpoint/test`, `GET /v1/events`, `GET /v1/events/{id}`, `POST
 //! /v1/events/{id}/redeliver`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::extract::{ApiJson, PartnerApp};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, PartnerApp};
 
 pub(crate) fn routes() -> Router<Platform> {
     Router::new()
@@ -135,7 +135,7 @@ struct ListQuery {
 async fn list(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let page = list_events(
         &*state.store,
@@ -155,7 +155,7 @@ async fn list(
 async fn one(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let event = get_event(&*state.store, &app.id, &id).await?;
     Ok(Json(event_view(&event, true)))
@@ -164,7 +164,7 @@ async fn one(
 async fn again(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event = redeliver(state.endpoints(), &app.id, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(event_view(&event, false))))

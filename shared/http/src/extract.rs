@@ -167,3 +167,35 @@ where
 pub fn empty() -> Body {
     Body::empty()
 }
+
+/// A path parameter; one that does not decode (invalid percent-encoded UTF-8) is a 400
+/// in API.md's error body, not axum's plain-text rejection.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|_| ApiError::invalid("path", "is malformed"))
+    }
+}
+
+/// A query string; one that does not decode (a repeated parameter, invalid encoding) is
+/// a 400 in API.md's error body.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Self(v))
+            .map_err(|_| ApiError::invalid("query", "is malformed"))
+    }
+}

@@ -121,8 +121,11 @@ pub(crate) async fn idempotent(State(p): State<Platform>, req: Request, next: Ne
                 let _ = release(deps, &app_id, &key).await;
                 return ApiError::unavailable().into_response();
             };
-            let outcome = if res_parts.status.is_server_error() {
-                // Ours to fail: the same key may be tried again.
+            let outcome = if res_parts.status.is_server_error()
+                || res_parts.status == StatusCode::TOO_MANY_REQUESTS
+            {
+                // Ours to fail, or a limit that passes (the per-App health-check budget
+                // answers inside the handler): the same key may be tried again.
                 release(deps, &app_id, &key).await
             } else {
                 finish(deps, &app_id, &key, res_parts.status.as_u16(), &out).await

@@ -1,6 +1,6 @@
 //! The partner's numbers (app key): list, get, history, check now, remove.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::extract::PartnerApp;
+use crate::extract::{ApiPath, ApiQuery, PartnerApp};
 use crate::partner::rfc3339;
 
 pub(crate) fn routes() -> Router<Platform> {
@@ -47,9 +47,8 @@ struct ListResponse {
 async fn list(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ListResponse>, ApiError> {
-    let Query(q) = query.map_err(|_| ApiError::invalid("query", "is malformed"))?;
     let req = ListRequest {
         status: q.status,
         limit: q.limit,
@@ -65,7 +64,7 @@ async fn list(
 async fn one(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
-    Path(phone): Path<String>,
+    ApiPath(phone): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let n = get_number(&*state.store, &app, &phone).await?;
     Ok(Json(number_view(&n)))
@@ -74,7 +73,7 @@ async fn one(
 async fn check(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
-    Path(phone): Path<String>,
+    ApiPath(phone): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     // Checks spend the Meta app's rate limit every tenant shares: a budget per App.
     crate::limits::per_app_checks(&state, &app.id)
@@ -87,7 +86,7 @@ async fn check(
 async fn setup(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
-    Path(phone): Path<String>,
+    ApiPath(phone): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let n = request_setup(&*state.store, &*state.queue, &*state.clock, &app, &phone).await?;
     Ok((StatusCode::ACCEPTED, Json(number_view(&n))))
@@ -96,7 +95,7 @@ async fn setup(
 async fn history(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
-    Path(phone): Path<String>,
+    ApiPath(phone): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let events = number_history(&*state.store, &app, &phone).await?;
     let events: Vec<Value> = events
@@ -117,7 +116,7 @@ async fn history(
 async fn remove(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
-    Path(phone): Path<String>,
+    ApiPath(phone): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     remove_number(
         &*state.store,

@@ -1,6 +1,6 @@
 //! The partner API authenticated by app key: minting signup tokens and reading sessions.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ApiError;
-use crate::extract::{ApiJson, PartnerApp};
+use crate::extract::{ApiJson, ApiPath, PartnerApp};
 use pipes_core::Platform;
 
 pub(crate) fn routes() -> Router<Platform> {
@@ -156,7 +156,7 @@ impl SessionResponse {
 async fn session(
     State(state): State<Platform>,
     PartnerApp(app): PartnerApp,
-    Path(session_id): Path<String>,
+    ApiPath(session_id): ApiPath<String>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let s = get_session(&*state.store, &app, &session_id).await?;
     Ok(Json(SessionResponse::of(s, state.clock.now())))

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -142,9 +143,13 @@ fn page_error(e: PageError) -> Response {
 async fn page(
     State(state): State<Platform>,
     ip: crate::limits::ClientIp,
-    Path(slug): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    slug: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    // What does not decode is treated as absent: an unknown App or a missing token
+    // gets its own page, never axum's plain-text rejection.
+    let slug = slug.map(|Path(s)| s).unwrap_or_default();
+    let query = query.map(|Query(q)| q).unwrap_or_default();
     if let Err(l) = crate::limits::per_ip(&state, &ip).await {
         let csp = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
             .to_owned();

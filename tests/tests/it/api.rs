@@ -558,3 +558,46 @@ async fn arbitrary_requests_get_clear_answers_never_a_server_error() {
         }
     }
 }
+
+/// What axum cannot decode (a repeated query parameter, invalid percent-encoded UTF-8 in
+/// a path) is a 400 in API.md's error body, not a plain-text rejection; the hosted page
+/// and Meta's handshake answer such requests as they answer a missing value.
+#[tokio::test]
+async fn undecodable_paths_and_queries_get_the_error_body() {
+    let t = pipes_tests::TestApp::spawn(pipes_tests::Backend::embedded()).await;
+    for uri in [
+        "/v1/events?type=a&type=b",
+        "/v1/numbers?status=a&status=b",
+        "/v1/numbers/%FF",
+        "/v1/events/%FF",
+        "/v1/sessions/%FF",
+    ] {
+        let res = t
+            .send(t.authed(Method::GET, uri).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(res.error_code(), "invalid_request", "{uri}");
+    }
+    let page = t
+        .send(
+            Request::get("/apps/%FF?token=%FF")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(
+        page.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let handshake = t
+        .send(
+            Request::get("/webhooks/meta?hub.mode=%FF")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(handshake.status, StatusCode::FORBIDDEN);
+}

@@ -110,7 +110,21 @@ async fn check_budget(backend: Backend) {
         .body(Body::empty())
         .unwrap();
     assert_eq!(t.send(read).await.status, StatusCode::OK);
+    // A retry with an Idempotency-Key is not kept at its 429: the limit passes.
+    let keyed = || {
+        t.authed(
+            Method::POST,
+            &format!("/v1/numbers/{}/health-check", s.phone_number_id),
+        )
+        .header("Idempotency-Key", "check-after-the-limit")
+        .body(Body::empty())
+        .unwrap()
+    };
+    assert_limited(&t.send(keyed()).await);
     t.clock.advance(Duration::minutes(2));
+    let after = t.send(keyed()).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert!(!after.headers.contains_key("idempotent-replayed"));
     assert_eq!(t.send(check()).await.status, StatusCode::OK);
 }
 

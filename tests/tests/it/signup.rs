@@ -9,6 +9,7 @@ use http::{Request, StatusCode, header};
 use pipes_core::crypto::{SecretBinding, SecretPurpose};
 use pipes_core::queue::Job;
 use pipes_core::{HealthStatus, PhoneNumberId, SessionStatus};
+use pipes_sandbox::{Fault, FaultKind};
 use pipes_tests::{Backend, LogCapture, TestApp, TestResponse};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -302,7 +303,7 @@ async fn the_page_escapes_what_it_interpolates() {
 }
 
 #[tokio::test]
-async fn a_reused_code_is_a_502_and_a_fresh_code_then_succeeds() {
+async fn a_reused_code_is_a_422_and_a_fresh_code_then_succeeds() {
     let t = TestApp::spawn(Backend::embedded()).await;
     let (first, _) = t.signup_token().await;
     let signup = t.sandbox_signup();
@@ -312,17 +313,30 @@ async fn a_reused_code_is_a_502_and_a_fresh_code_then_succeeds() {
     let res = t.finish(&token, &signup).await;
     assert_eq!(
         (res.status, res.error_code().as_str()),
-        (StatusCode::BAD_GATEWAY, "token_exchange_failed")
+        (StatusCode::UNPROCESSABLE_ENTITY, "code_rejected")
     );
     let s = t.get_session(&session_id).await.json();
     assert_eq!(s["status"], "pending", "the claim is released");
-    assert_eq!(s["error"]["code"], "token_exchange_failed");
+    assert_eq!(s["error"]["code"], "code_rejected");
 
     // A code older than 30 seconds is refused the same way.
     let stale = t.sandbox_signup();
     t.clock.advance(Duration::seconds(31));
     let res = t.finish(&token, &stale).await;
-    assert_eq!(res.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "code_rejected")
+    );
+
+    // Meta failing the exchange itself is Meta's fault: 502, the link still usable.
+    let failed = t.sandbox_signup();
+    t.sandbox
+        .add_fault(Fault::new("oauth/access_token", FaultKind::ServerError, 1));
+    let res = t.finish(&token, &failed).await;
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (StatusCode::BAD_GATEWAY, "token_exchange_failed")
+    );
 
     let fresh = t.sandbox_signup();
     let res = t.finish(&token, &fresh).await;
@@ -541,7 +555,7 @@ async fn logs_of_a_signup_hold_no_token_code_or_secret() {
     let (second, _) = t.signup_token().await;
     assert_eq!(
         t.finish(&second, &signup).await.status,
-        StatusCode::BAD_GATEWAY
+        StatusCode::UNPROCESSABLE_ENTITY
     );
 
     let phone = PhoneNumberId::parse(&signup.phone_number_id).unwrap();
@@ -643,7 +657,7 @@ async fn a_junk_code_cannot_probe_other_apps_numbers() {
         answers.push((res.status, res.json()));
     }
     assert_eq!(answers[0], answers[1]);
-    assert_eq!(answers[0].0, StatusCode::BAD_GATEWAY);
+    assert_eq!(answers[0].0, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]

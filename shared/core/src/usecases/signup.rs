@@ -89,7 +89,15 @@ pub enum SignupError {
     LinkedToAnotherApp,
     #[error("{0}")]
     MetaValidation(String),
-    #[error("Meta did not accept the signup code; please connect again")]
+    /// Meta refused the code itself (used, expired, or not one of Meta's): the page
+    /// posted a code that cannot work. The link stays usable.
+    #[error(
+        "Meta did not accept the signup code (it was used, expired or is not Meta's); please connect again"
+    )]
+    CodeRejected,
+    /// Meta failed to answer the exchange (5xx, timeout, throttled): not the owner's
+    /// fault, and the code is spent. The link stays usable.
+    #[error("Meta could not exchange the signup code right now; please connect again")]
     ExchangeFailed,
     #[error(
         "no WhatsApp number is in this WhatsApp Business Account yet: add one in WhatsApp Manager, then open the same link again"
@@ -126,6 +134,7 @@ impl SignupError {
             Self::InProgress => "signup_in_progress",
             Self::LinkedToAnotherApp => "number_linked_to_another_app",
             Self::MetaValidation(_) => "meta_validation_failed",
+            Self::CodeRejected => "code_rejected",
             Self::ExchangeFailed => "token_exchange_failed",
             Self::NoPhoneNumber => "no_phone_number",
             Self::PhoneNumberAmbiguous => "phone_number_ambiguous",
@@ -139,7 +148,8 @@ impl SignupError {
     /// How the claim is given back after this error (`None`: not ours to release).
     fn release_status(&self) -> Option<SessionStatus> {
         match self {
-            Self::ExchangeFailed
+            Self::CodeRejected
+            | Self::ExchangeFailed
             | Self::Unavailable
             | Self::Store(_)
             | Self::NoPhoneNumber
@@ -529,7 +539,10 @@ fn exchange_error(e: GraphError) -> SignupError {
         tracing::error!(code = ?e.code, "Meta refused our app credentials on the code exchange: check META_APP_ID and the app secret");
         return SignupError::AppCredentials;
     }
-    SignupError::ExchangeFailed
+    match e.kind {
+        GraphErrorKind::Transient | GraphErrorKind::Throttled => SignupError::ExchangeFailed,
+        _ => SignupError::CodeRejected,
+    }
 }
 
 fn describe_error(e: GraphError) -> SignupError {

@@ -11,6 +11,7 @@ pub mod idempotency;
 mod layers;
 pub mod limits;
 pub mod numbers;
+pub mod openapi;
 mod partner;
 pub mod signup;
 pub mod webhooks;
@@ -21,9 +22,14 @@ use pipes_core::Platform;
 pub use error::ApiError;
 pub use signup::InvocationDeadline;
 
-/// The token-issuer's routes: `POST /v1/apps/token`, `GET /v1/sessions/{id}`.
+/// The token-issuer's routes: `POST /v1/apps/token`, `GET /v1/sessions/{id}` and the
+/// API's description, `GET /openapi.json`.
 pub fn token_issuer_router(platform: Platform) -> Router {
-    layers::finish(idempotent(partner::routes(), &platform).with_state(platform))
+    layers::finish(
+        idempotent(partner::routes(), &platform)
+            .merge(openapi::routes())
+            .with_state(platform),
+    )
 }
 
 /// The App's routes with the `Idempotency-Key` layer on their POSTs.
@@ -74,6 +80,7 @@ pub fn local_router(platform: Platform, extra: Router) -> Router {
         .merge(signup::routes())
         .merge(webhooks::routes())
         .merge(dashboard::routes())
+        .merge(openapi::routes())
         .with_state(platform)
         .merge(layers::healthz())
         .merge(extra),

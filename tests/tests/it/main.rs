@@ -34,6 +34,7 @@ mod lifecycle;
 mod limits;
 mod meta_scenarios;
 mod numbers_api;
+mod openapi;
 mod partner_events;
 mod reliability;
 mod round_trips;

@@ -120,7 +120,7 @@ fn page(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta name=\"referrer\" content=\"same-origin\"><meta name=\"robots\" content=\"noindex\">\
-         <title>{} · Pipes.bot</title><style nonce=\"{nonce}\">{STYLE}</style></head>\
+         <link rel=\"icon\" href=\"data:,\"><title>{} · Pipes.bot</title><style nonce=\"{nonce}\">{STYLE}</style></head>\
          <body>{body}{scripts}</body></html>\n",
         escape(title)
     );
@@ -839,7 +839,7 @@ async fn keys_html(p: &Platform, owner: &Owner, new_key: Option<&str>) -> Respon
         body,
         "<section><h1>App keys</h1><form method=\"post\" action=\"/dashboard/keys\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button id=\"create-key\" type=\"submit\">Create key</button></form>\
-         <table><thead><tr><th scope=\"col\">Key</th><th scope=\"col\">Created</th><th scope=\"col\">Revoked</th><th scope=\"col\"></th></tr></thead><tbody id=\"keys\">"
+         <table><thead><tr><th scope=\"col\">Key</th><th scope=\"col\">Created</th><th scope=\"col\">Revoked</th><th scope=\"col\">Action</th></tr></thead><tbody id=\"keys\">"
     );
     for k in &keys {
         let id = escape(k.key_id.as_str());

@@ -143,7 +143,7 @@ async fn webhooks_html(
     } else {
         body.push_str(
             "<table><thead><tr><th scope=\"col\">Event</th><th scope=\"col\">Type</th><th scope=\"col\">Created</th>\
-             <th scope=\"col\">Delivery</th><th scope=\"col\">Attempts</th><th scope=\"col\"></th></tr></thead><tbody id=\"events\">",
+             <th scope=\"col\">Delivery</th><th scope=\"col\">Attempts</th><th scope=\"col\">Action</th></tr></thead><tbody id=\"events\">",
         );
         for e in &events {
             let id = escape(&e.id);

@@ -39,14 +39,16 @@ pub fn script_json(v: &serde_json::Value) -> String {
 const STYLE: &str = "body{margin:0;font:16px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;background:#f4f6f5;color:#1c1e21}\
 main{max-width:520px;margin:8vh auto;background:#fff;border-radius:14px;padding:32px;box-shadow:0 2px 12px rgba(0,0,0,.08)}\
 h1{font-size:22px;margin:0 0 12px}\
-button{font:inherit;border:0;border-radius:8px;padding:12px 20px;background:#1877f2;color:#fff;cursor:pointer}\
+button{font:inherit;border:0;border-radius:8px;padding:12px 20px;background:#0b57d0;color:#fff;cursor:pointer}\
 button:disabled{opacity:.5;cursor:default}\
 .secondary{background:#e4e6eb;color:#1c1e21}\
 .sandbox{background:#fff4ce;border:1px solid #e0c45c;border-radius:8px;padding:8px 12px;font-size:14px}\
-.notice{background:#e7f3ff;border:1px solid #1877f2;border-radius:8px;padding:8px 12px;font-size:15px}\
+.notice{background:#e7f3ff;border:1px solid #0b57d0;border-radius:8px;padding:8px 12px;font-size:15px}\
 .muted{color:#65676b;font-size:14px}";
 
-/// The page shell: title, style and body.
+/// The page shell: title, style and body. Signup links carry one-time tokens, so no page
+/// of theirs is indexed; the empty icon spares browsers a `/favicon.ico` request that
+/// would 404.
 pub fn document(title: &str, body: &str, scripts: &str) -> String {
     let mut out = String::with_capacity(4096);
     let _ = write!(
@@ -54,6 +56,7 @@ pub fn document(title: &str, body: &str, scripts: &str) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta name=\"referrer\" content=\"no-referrer\">\
+         <meta name=\"robots\" content=\"noindex,nofollow\"><link rel=\"icon\" href=\"data:,\">\
          <title>{}</title><style>{STYLE}</style></head><body>{body}{scripts}</body></html>\n",
         escape(title)
     );

@@ -84,6 +84,9 @@ fn content_security_policy(nonce: &str, sandbox: bool) -> String {
     )
 }
 
+/// An error page loads its inline style and its empty `data:` icon, nothing else.
+const ERROR_PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'";
+
 /// The headers every hosted page and error page carries.
 fn page_response(status: StatusCode, html: String, csp: String) -> Response {
     let mut res = (status, Html(html)).into_response();
@@ -134,10 +137,7 @@ fn page_error(e: PageError) -> Response {
             )
         }
     };
-    let csp =
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
-            .to_owned();
-    page_response(status, error_page(heading, text), csp)
+    page_response(status, error_page(heading, text), ERROR_PAGE_CSP.to_owned())
 }
 
 async fn page(
@@ -151,15 +151,13 @@ async fn page(
     let slug = slug.map(|Path(s)| s).unwrap_or_default();
     let query = query.map(|Query(q)| q).unwrap_or_default();
     if let Err(l) = crate::limits::per_ip(&state, &ip).await {
-        let csp = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
-            .to_owned();
         let mut res = page_response(
             StatusCode::TOO_MANY_REQUESTS,
             error_page(
                 "Too many requests",
                 "Too many requests came from your network. Please wait a minute, then open the link again.",
             ),
-            csp,
+            ERROR_PAGE_CSP.to_owned(),
         );
         if let Ok(v) = HeaderValue::from_str(&l.retry_after.to_string()) {
             res.headers_mut().insert(header::RETRY_AFTER, v);

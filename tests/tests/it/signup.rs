@@ -41,6 +41,8 @@ async fn whole_flow(backend: Backend) {
     );
     assert!(html.contains("id=\"sandbox-banner\""));
     assert!(html.contains("src=\"/sandbox/sdk.js\""));
+    // The page carries a one-time token: never indexed.
+    assert!(html.contains("<meta name=\"robots\" content=\"noindex,nofollow\">"));
     let csp = res.headers[header::CONTENT_SECURITY_POLICY]
         .to_str()
         .unwrap();
@@ -267,6 +269,13 @@ async fn the_page_refuses_bad_links_with_html_errors() {
         assert!(
             !html.contains(tok) || tok.is_empty(),
             "the token is not echoed"
+        );
+        // Not indexed; its one load (the empty icon) allowed by its CSP, nothing more.
+        assert!(html.contains("<meta name=\"robots\" content=\"noindex,nofollow\">"));
+        assert!(html.contains("<link rel=\"icon\" href=\"data:,\">"));
+        assert_eq!(
+            res.headers[header::CONTENT_SECURITY_POLICY],
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'"
         );
     }
 }

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from pipes_dev import Dev
+from pipes_dev import Dev, exit_on_sigterm
 
 CHECKS = ",".join(
     [
@@ -36,6 +36,7 @@ def main():
         args, extra = args[:i], args[i + 1 :]
     pipes, schemathesis = args[0], args[1]
     max_time = args[args.index("--max-time") + 1] if "--max-time" in args else "60"
+    exit_on_sigterm()
 
     with Dev(pipes, os.path.join("target", "api-contract-dev.log")) as dev:
         # The demo App's own limit would turn most of the run into 429s.

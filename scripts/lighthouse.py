@@ -10,6 +10,7 @@ Usage: lighthouse.py PIPES_BINARY LIGHTHOUSE_BINARY [--json FILE]
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from pipes_dev import Dev
+from pipes_dev import Dev, exit_on_sigterm
 
 CHROME_FLAGS = " ".join(
     [
@@ -50,19 +51,10 @@ def session_cookie(login_link):
     raise AssertionError("the login link did not redirect")
 
 
-def status_of(url, cookie):
-    req = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
-    try:
-        with urllib.request.build_opener(NoRedirect).open(req) as res:
-            return res.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 def config_for(status):
     """Lighthouse's default config; for an error page, Chrome's console line about the
     document's own status (the point of an error page) is not counted. Nothing else can
-    hide behind it: an error page's CSP lets it load no network resource at all."""
+    hide behind it: `loads_nothing` has checked that the page loads no resource."""
     config = {"extends": "lighthouse:default"}
     if status != 200:
         config["audits"] = [
@@ -72,34 +64,48 @@ def config_for(status):
                 "options": {"ignoredPatterns": [f"Failed to load resource: the server responded with a status of {status} ("]},
             }
         ]
-    path = tempfile.mktemp(suffix=".json")
-    with open(path, "w") as f:
-        json.dump(config, f)
-    return path
+    return config
+
+
+def loads_nothing(html):
+    """No script, frame, media, stylesheet or CSS url(): only the empty data: icon."""
+    return not re.search(r"<(script|img|iframe|video|audio|source|object|embed)\b|url\(|<link\b(?![^>]*href=\"data:,\")", html, re.I)
+
+
+def page_of(url, cookie):
+    """(status, HTML) without following redirects."""
+    req = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req) as res:
+            return res.status, res.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def audit(lighthouse, url, cookie, status):
-    out = tempfile.mktemp(suffix=".json")
-    config = config_for(status)
-    cmd = [
-        lighthouse,
-        url,
-        f"--config-path={config}",
-        "--quiet",
-        # Error pages are audited too: they answer 404, 410 or 403 on purpose.
-        "--ignore-status-code",
-        f"--only-categories={','.join(CATEGORIES)}",
-        "--output=json",
-        f"--output-path={out}",
-        f"--chrome-flags={CHROME_FLAGS}",
-    ]
-    if cookie:
-        cmd.append("--extra-headers=" + json.dumps({"Cookie": cookie}))
-    subprocess.run(cmd, check=True, env=dict(os.environ, CHROME_PATH=os.environ.get("CHROME_PATH", "/usr/bin/chromium")))
-    with open(out) as f:
-        report = json.load(f)
-    os.unlink(out)
-    os.unlink(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "config.json")
+        out = os.path.join(tmp, "report.json")
+        with open(config, "w") as f:
+            json.dump(config_for(status), f)
+        cmd = [
+            lighthouse,
+            url,
+            f"--config-path={config}",
+            "--quiet",
+            # Error pages are audited too: they answer 404, 410 or 401 on purpose.
+            "--ignore-status-code",
+            f"--only-categories={','.join(CATEGORIES)}",
+            "--output=json",
+            f"--output-path={out}",
+            f"--chrome-flags={CHROME_FLAGS}",
+        ]
+        if cookie:
+            cmd.append("--extra-headers=" + json.dumps({"Cookie": cookie}))
+        env = dict(os.environ, CHROME_PATH=os.environ.get("CHROME_PATH", "/usr/bin/chromium"))
+        subprocess.run(cmd, check=True, env=env)
+        with open(out) as f:
+            report = json.load(f)
     scores = {c: report["categories"][c]["score"] for c in CATEGORIES}
     failing = [
         f"{a['id']}: {a['title']}"
@@ -112,6 +118,7 @@ def audit(lighthouse, url, cookie, status):
 def main():
     pipes, lighthouse = sys.argv[1], sys.argv[2]
     json_out = sys.argv[sys.argv.index("--json") + 1] if "--json" in sys.argv else None
+    exit_on_sigterm()
     with Dev(pipes, os.path.join("target", "lighthouse-dev.log")) as dev:
         used_token, phone = dev.signup()
         dev.wait_for_setup(1)
@@ -137,9 +144,13 @@ def main():
         results, ok = [], True
         for name, url, cookie_for, expected in pages:
             path = url[len(b):].split("?")[0]
-            status = status_of(url, cookie_for)
+            status, html = page_of(url, cookie_for)
             if status != expected:
                 print(f"{name}: {path} answered {status}, not {expected}")
+                ok = False
+                continue
+            if status != 200 and not loads_nothing(html):
+                print(f"{name}: {path} is an error page that loads resources")
                 ok = False
                 continue
             scores, failing = audit(lighthouse, url, cookie_for, status)

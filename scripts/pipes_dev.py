@@ -3,11 +3,13 @@
 demo App's key and a few sandbox signups."""
 
 import json
-import os
+import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,6 +23,11 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def exit_on_sigterm():
+    """A terminated run stops its `pipes dev` too (the context manager's exit runs)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 class Dev:
@@ -41,21 +48,39 @@ class Dev:
             stderr=self.log,
             text=True,
         )
-        for line in self.proc.stdout:
-            self.log.write(line)
-            for name, pattern in [
-                ("key", r"app key: (ak_\w+)"),
-                ("verify_token", r"webhook verify token for this run: (\S+)"),
-                ("login_link", r"dashboard: (http\S+)"),
-            ]:
-                m = re.search(pattern, line)
-                if m:
-                    setattr(self, name, m.group(1))
-            if line.startswith("ready"):
-                break
-        assert self.key, "pipes dev printed no app key"
-        # Keep draining its output, or a full pipe would stall the server.
-        threading.Thread(target=lambda: [self.log.write(line) for line in self.proc.stdout], daemon=True).start()
+        # One thread drains its output for the whole run (a full pipe would stall the
+        # server) and hands the start-up lines over until it says it is ready.
+        lines = queue.Queue()
+
+        def drain():
+            for line in self.proc.stdout:
+                self.log.write(line)
+                lines.put(line)
+            lines.put(None)
+
+        self.drain = threading.Thread(target=drain, daemon=True)
+        self.drain.start()
+        deadline = time.monotonic() + 60
+        try:
+            while True:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+                if line is None:
+                    raise RuntimeError("pipes dev exited before it was ready (see its log)")
+                for name, pattern in [
+                    ("key", r"app key: (ak_\w+)"),
+                    ("verify_token", r"webhook verify token for this run: (\S+)"),
+                    ("login_link", r"dashboard: (http\S+)"),
+                ]:
+                    m = re.search(pattern, line)
+                    if m:
+                        setattr(self, name, m.group(1))
+                if line.startswith("ready"):
+                    break
+            if not self.key:
+                raise RuntimeError("pipes dev printed no app key")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc):
@@ -64,7 +89,10 @@ class Dev:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        self.drain.join(timeout=5)
         self.log.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def admin(self, *args):
         subprocess.run([self.pipes, *args, "--data-dir", self.data_dir], check=True, stdout=subprocess.DEVNULL)
@@ -104,6 +132,3 @@ class Dev:
                 return page["numbers"]
             time.sleep(0.1)
         raise AssertionError("setup did not finish")
-
-
-

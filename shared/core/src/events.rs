@@ -235,11 +235,13 @@ pub struct Endpoint {
 #[serde(try_from = "String", into = "String")]
 pub struct EndpointUrl(url::Url);
 
-/// A stored URL was validated when it was written (the local-http rule included).
+/// A stored URL was validated when it was written (the local-http rule included). Its
+/// length is not checked again: an older version limited only the raw input, and what
+/// it stored must stay readable.
 impl TryFrom<String> for EndpointUrl {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        Self::parse(&s, true).or_else(|_| Self::parse(&s, false))
+        Self::parse_with(&s, true, false).or_else(|_| Self::parse_with(&s, false, false))
     }
 }
 
@@ -251,12 +253,16 @@ impl From<EndpointUrl> for String {
 
 impl EndpointUrl {
     pub fn parse(s: &str, allow_local_http: bool) -> Result<Self, String> {
-        if s.len() > 2048 {
+        Self::parse_with(s, allow_local_http, true)
+    }
+
+    fn parse_with(s: &str, allow_local_http: bool, limit: bool) -> Result<Self, String> {
+        if limit && s.len() > 2048 {
             return Err("must be at most 2048 characters".into());
         }
         let u = url::Url::parse(s).map_err(|_| "must be an absolute URL".to_owned())?;
         // Parsing percent-encodes what needs it: the limit holds for what is stored.
-        if u.as_str().len() > 2048 {
+        if limit && u.as_str().len() > 2048 {
             return Err("must be at most 2048 characters once percent-encoded".into());
         }
         if !u.username().is_empty() || u.password().is_some() {
@@ -391,6 +397,9 @@ mod tests {
         )
         .unwrap();
         assert!(EndpointUrl::try_from(String::from(ok)).is_ok());
+        // What an older version stored past the limit still reads back.
+        let stored = format!("https://partner.example/a{}b", "%20".repeat(724));
+        assert!(EndpointUrl::try_from(stored).is_ok());
     }
 
     #[test]

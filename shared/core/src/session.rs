@@ -41,20 +41,20 @@ pub struct RedirectUrl(Url);
 
 impl RedirectUrl {
     pub fn parse(s: &str, allowed: &[RedirectOrigin]) -> Result<Self, SessionError> {
-        let url = Self::parse_unchecked_origin(s).map_err(|m| invalid("redirectUrl", m))?;
+        let url = Self::parse_unchecked_origin(s, true).map_err(|m| invalid("redirectUrl", m))?;
         if !allowed.is_empty() && !allowed.contains(&RedirectOrigin::of(&url.0)) {
             return Err(SessionError::RedirectNotAllowed);
         }
         Ok(url)
     }
 
-    fn parse_unchecked_origin(s: &str) -> Result<Self, String> {
-        if s.len() > MAX_REDIRECT_URL_LEN {
+    fn parse_unchecked_origin(s: &str, limit: bool) -> Result<Self, String> {
+        if limit && s.len() > MAX_REDIRECT_URL_LEN {
             return Err(format!("must be at most {MAX_REDIRECT_URL_LEN} characters"));
         }
         let url = Url::parse(s).map_err(|_| "must be an absolute https URL".to_owned())?;
         // Parsing percent-encodes what needs it: the limit holds for what is stored.
-        if url.as_str().len() > MAX_REDIRECT_URL_LEN {
+        if limit && url.as_str().len() > MAX_REDIRECT_URL_LEN {
             return Err(format!(
                 "must be at most {MAX_REDIRECT_URL_LEN} characters once percent-encoded"
             ));
@@ -82,7 +82,8 @@ impl TryFrom<String> for RedirectUrl {
     type Error = String;
     /// For reading back stored values: the allow-list was checked when it was written.
     fn try_from(s: String) -> Result<Self, String> {
-        Self::parse_unchecked_origin(&s)
+        // Nor its length: an older version limited only the raw input.
+        Self::parse_unchecked_origin(&s, false)
     }
 }
 
@@ -342,6 +343,9 @@ mod tests {
         )
         .unwrap();
         assert!(RedirectUrl::try_from(ok.as_str().to_owned()).is_ok());
+        // What an older version stored past the limit still reads back.
+        let stored = format!("https://partner.example/a{}b", "%20".repeat(724));
+        assert!(RedirectUrl::try_from(stored).is_ok());
     }
 
     #[test]

@@ -28,25 +28,29 @@ pub fn for_base_url(base: &str) -> Result<String, serde_json::Error> {
 }
 
 async fn serve(State(p): State<Platform>) -> Response {
-    // One deployment, one base URL: rendered once per process.
-    static RENDERED: OnceLock<String> = OnceLock::new();
+    // One deployment, one base URL: rendered once per process (and again only if a
+    // process serves several, as tests do).
+    static RENDERED: OnceLock<(String, String)> = OnceLock::new();
+    let base = p.public_base_url.join("/").to_string();
+    let base = base.trim_end_matches('/');
     let body = match RENDERED.get() {
-        Some(body) => body.clone(),
-        None => {
-            let base = p.public_base_url.join("/").to_string();
-            match for_base_url(base.trim_end_matches('/')) {
-                Ok(body) => RENDERED.get_or_init(|| body).clone(),
-                Err(e) => {
-                    tracing::error!(error = %e, "the OpenAPI description does not parse");
-                    return crate::ApiError::new(
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "an internal error occurred",
-                    )
-                    .into_response();
-                }
+        Some((cached, body)) if cached == base => body.clone(),
+        _ => match for_base_url(base) {
+            Ok(body) => {
+                // The first base URL is kept; another is rendered on each request.
+                let _ = RENDERED.set((base.to_owned(), body.clone()));
+                body
             }
-        }
+            Err(e) => {
+                tracing::error!(error = %e, "the OpenAPI description does not parse");
+                return crate::ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "an internal error occurred",
+                )
+                .into_response();
+            }
+        },
     };
     let mut res = body.into_response();
     let h = res.headers_mut();

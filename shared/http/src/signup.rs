@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -144,12 +144,11 @@ async fn page(
     State(state): State<Platform>,
     ip: crate::limits::ClientIp,
     slug: Result<Path<String>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    // What does not decode is treated as absent: an unknown App or a missing token
-    // gets its own page, never axum's plain-text rejection.
+    // A slug that does not decode is no App's: the unknown-App page, never axum's
+    // plain-text rejection.
     let slug = slug.map(|Path(s)| s).unwrap_or_default();
-    let query = query.map(|Query(q)| q).unwrap_or_default();
     if let Err(l) = crate::limits::per_ip(&state, &ip).await {
         let mut res = page_response(
             StatusCode::TOO_MANY_REQUESTS,

@@ -539,9 +539,13 @@ fn exchange_error(e: GraphError) -> SignupError {
         tracing::error!(code = ?e.code, "Meta refused our app credentials on the code exchange: check META_APP_ID and the app secret");
         return SignupError::AppCredentials;
     }
-    match e.kind {
-        GraphErrorKind::Transient | GraphErrorKind::Throttled => SignupError::ExchangeFailed,
-        _ => SignupError::CodeRejected,
+    // Meta names a code it refuses: OAuthException 100 with subcode 36007 (invalid or
+    // expired) or 36009 (used). 36008 is a redirect_uri mismatch, ours (we send none).
+    // Anything else, including answers we cannot read, is the exchange failing.
+    if e.code == Some(100) && e.subcode != Some(36008) {
+        SignupError::CodeRejected
+    } else {
+        SignupError::ExchangeFailed
     }
 }
 
@@ -980,4 +984,53 @@ pub async fn record_finish(
     store.record_finish(&session, &finish, &waba).await?;
     info!(session_id = %session.id, app_id = %session.app_id, waba_id = %waba, "Meta's flow finished in the browser");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph_error(kind: GraphErrorKind, code: Option<i64>, subcode: Option<i64>) -> GraphError {
+        GraphError {
+            kind,
+            code,
+            subcode,
+            message: "m".into(),
+            retry_after: None,
+            details: None,
+        }
+    }
+
+    #[test]
+    fn only_meta_naming_the_code_makes_it_the_callers_fault() {
+        use GraphErrorKind::*;
+        let cases = [
+            (graph_error(Other, Some(100), Some(36007)), "code_rejected"),
+            (graph_error(Other, Some(100), Some(36009)), "code_rejected"),
+            (graph_error(Other, Some(100), None), "code_rejected"),
+            // A redirect_uri mismatch is ours: we send none.
+            (
+                graph_error(Other, Some(100), Some(36008)),
+                "token_exchange_failed",
+            ),
+            (graph_error(Transient, None, None), "token_exchange_failed"),
+            (
+                graph_error(Throttled, Some(4), None),
+                "token_exchange_failed",
+            ),
+            (
+                graph_error(Permission, Some(200), None),
+                "token_exchange_failed",
+            ),
+            // An answer we could not read.
+            (graph_error(Other, None, None), "token_exchange_failed"),
+            (
+                graph_error(AppCredentials, Some(1), None),
+                "meta_app_rejected",
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(exchange_error(e.clone()).code(), code, "{e:?}");
+        }
+    }
 }

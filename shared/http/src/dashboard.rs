@@ -157,6 +157,28 @@ fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
     page(status, title, &random::base62(22), &body, None)
 }
 
+/// A record id in a dashboard path. One that does not decode (invalid percent-encoded
+/// UTF-8) names nothing: the not-found page, not axum's plain-text rejection.
+#[derive(Debug)]
+pub(crate) struct PageId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PageId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| Self(id))
+            .map_err(|_| {
+                message_page(
+                    StatusCode::NOT_FOUND,
+                    "Not found",
+                    "There is nothing at this address.",
+                )
+            })
+    }
+}
+
 fn unavailable() -> Response {
     message_page(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -611,7 +633,7 @@ fn timeline_svg(number: &Number, events: &[HealthEvent], now: DateTime<Utc>) -> 
     svg
 }
 
-async fn number_page(State(p): State<Platform>, owner: Owner, Path(id): Path<String>) -> Response {
+async fn number_page(State(p): State<Platform>, owner: Owner, PageId(id): PageId) -> Response {
     let number = match get_number(&*p.store, &owner.app, &id).await {
         Ok(n) => n,
         Err(pipes_core::usecases::numbers::NumbersError::NotFound) => {
@@ -739,11 +761,7 @@ async fn number_page(State(p): State<Platform>, owner: Owner, Path(id): Path<Str
     page(StatusCode::OK, "Number", &nonce, &body, Some(&json!({})))
 }
 
-async fn check(
-    State(p): State<Platform>,
-    Path(id): Path<String>,
-    Change(owner): Change,
-) -> Response {
+async fn check(State(p): State<Platform>, PageId(id): PageId, Change(owner): Change) -> Response {
     if let Err(l) = crate::limits::per_app_checks(&p, &owner.app.id).await {
         return ApiError::rate_limited(l).into_response();
     }
@@ -755,7 +773,7 @@ async fn check(
 
 async fn reconnect_number(
     State(p): State<Platform>,
-    Path(id): Path<String>,
+    PageId(id): PageId,
     Change(owner): Change,
 ) -> Response {
     match reconnect(
@@ -787,11 +805,7 @@ async fn reconnect_number(
     }
 }
 
-async fn remove(
-    State(p): State<Platform>,
-    Path(id): Path<String>,
-    Change(owner): Change,
-) -> Response {
+async fn remove(State(p): State<Platform>, PageId(id): PageId, Change(owner): Change) -> Response {
     match remove_number(
         &*p.store,
         &*p.queue,
@@ -875,7 +889,7 @@ async fn create_key(State(p): State<Platform>, Change(owner): Change) -> Respons
 
 async fn revoke_key(
     State(p): State<Platform>,
-    Path(id): Path<String>,
+    PageId(id): PageId,
     Change(owner): Change,
 ) -> Response {
     match admin::revoke_key(&*p.store, p.clock.now(), &owner.app, &id).await {

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -16,7 +16,7 @@ use pipes_core::usecases::events::{
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::{ChangeForm, Owner, header_html, message_page, page, unavailable};
+use super::{ChangeForm, Owner, PageId, header_html, message_page, page, unavailable};
 use crate::html::escape;
 use crate::partner::rfc3339;
 
@@ -231,7 +231,7 @@ async fn remove(State(p): State<Platform>, ChangeForm(owner, _): ChangeForm) -> 
 
 async fn again(
     State(p): State<Platform>,
-    Path(id): Path<String>,
+    PageId(id): PageId,
     ChangeForm(owner, _): ChangeForm,
 ) -> Response {
     match redeliver(p.endpoints(), &owner.app.id, &id).await {

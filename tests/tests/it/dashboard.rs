@@ -394,10 +394,22 @@ async fn isolation(backend: Backend) {
         format!("/dashboard/numbers/{}/remove", s.phone_number_id),
         format!("/dashboard/numbers/{}/reconnect", s.phone_number_id),
         format!("/dashboard/keys/{first_key}/revoke"),
+        // An id that does not decode names nothing either: the page, not plain text.
+        "/dashboard/numbers/%FF/check".to_owned(),
+        "/dashboard/events/%FF/redeliver".to_owned(),
     ] {
         let res = post_form(&t, &path, &cookie, &format!("csrf={csrf}"), Some(BASE_URL)).await;
         assert_eq!(res.status, StatusCode::NOT_FOUND, "{path}");
+        if path.contains("%FF") {
+            assert!(
+                html(&res).contains("There is nothing at this address."),
+                "{path}"
+            );
+        }
     }
+    let res = get(&t, "/dashboard/numbers/%FF", Some(&cookie)).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert!(html(&res).contains("There is nothing at this address."));
     let mine = t
         .send(
             t.authed(Method::GET, "/v1/numbers")

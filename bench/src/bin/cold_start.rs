@@ -27,6 +27,10 @@ struct Args {
     /// Warm invokes per cold start.
     #[arg(long, default_value_t = 30)]
     invokes: usize,
+    /// Also measure the Node.js token route in this folder (`bench/node/token-issuer`,
+    /// after `npm ci`), side by side with the Rust token-issuer.
+    #[arg(long)]
+    node: Option<PathBuf>,
 }
 
 const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
@@ -59,6 +63,29 @@ async fn measure(binary: &Path, env: &[(String, String)], event: &Value, args: &
         peak_kib: Vec::new(),
     };
     for _ in 0..args.starts {
+        start_once(&mut m, binary, env, event, args).await;
+    }
+    m.sort();
+    m
+}
+
+impl Measured {
+    fn sort(&mut self) {
+        self.init_ms.sort_by(f64::total_cmp);
+        self.warm_ms.sort_by(f64::total_cmp);
+        self.peak_kib.sort_unstable();
+    }
+}
+
+/// One cold start and its warm invokes, added to `m`.
+async fn start_once(
+    m: &mut Measured,
+    binary: &Path,
+    env: &[(String, String)],
+    event: &Value,
+    args: &Args,
+) {
+    {
         let mut lambda = LambdaHarness::start().await;
         lambda.spawn(binary, env);
         m.init_ms
@@ -80,10 +107,6 @@ async fn measure(binary: &Path, env: &[(String, String)], event: &Value, args: &
         m.peak_kib.push(lambda.peak_rss_kib().unwrap_or(0));
         lambda.stop();
     }
-    m.init_ms.sort_by(f64::total_cmp);
-    m.warm_ms.sort_by(f64::total_cmp);
-    m.peak_kib.sort_unstable();
-    m
 }
 
 #[tokio::main]
@@ -106,6 +129,7 @@ async fn main() {
     env.push(("SWEEP_CONCURRENCY".into(), "32".into()));
     env.push(("SWEEP_MAX_INLINE".into(), "50000".into()));
 
+    let token_event = event("token-issuer/post-apps-token.json", &[(SAMPLE_KEY, &key)]);
     let page = event(
         "signup-callback/get-signup-page.json",
         &[
@@ -121,10 +145,7 @@ async fn main() {
     }]});
     let functions: Vec<(&str, Value)> = vec![
         ("echo", json!({"ping": true})),
-        (
-            "token-issuer",
-            event("token-issuer/post-apps-token.json", &[(SAMPLE_KEY, &key)]),
-        ),
+        ("token-issuer", token_event.clone()),
         ("signup-callback", page),
         (
             "numbers-api",
@@ -151,6 +172,78 @@ async fn main() {
             rss / floor_rss,
             percentile(&m.warm_ms, 0.5),
             percentile(&m.warm_ms, 0.9),
+        );
+    }
+    if let Some(dir) = &args.node {
+        // `node index.mjs` as the function's bootstrap (the harness starts one binary).
+        let script = std::fs::canonicalize(dir.join("index.mjs")).unwrap();
+        let wrapper = std::env::temp_dir().join(format!("node-bootstrap-{}", std::process::id()));
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\nexec node '{}'\n", script.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        // moto's TransactWriteItems deep-copies the table, so it slows as the table
+        // grows (DynamoDB does not): each pair of cold starts gets a fresh table and App,
+        // and the two sides take turns going first.
+        let empty = || Measured {
+            init_ms: Vec::new(),
+            warm_ms: Vec::new(),
+            peak_kib: Vec::new(),
+        };
+        let (mut rust, mut node) = (empty(), empty());
+        let token_issuer = args.bin_dir.join("token-issuer");
+        for i in 0..args.starts {
+            let t = TestApp::spawn(Backend::aws().await).await;
+            let env: Vec<(String, String)> = t
+                .function_env()
+                .await
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            let ev = event(
+                "token-issuer/post-apps-token.json",
+                &[(SAMPLE_KEY, t.key.expose())],
+            );
+            if i % 2 == 0 {
+                start_once(&mut rust, &token_issuer, &env, &ev, &args).await;
+                start_once(&mut node, &wrapper, &env, &ev, &args).await;
+            } else {
+                start_once(&mut node, &wrapper, &env, &ev, &args).await;
+                start_once(&mut rust, &token_issuer, &env, &ev, &args).await;
+            }
+        }
+        rust.sort();
+        node.sort();
+        std::fs::remove_file(&wrapper).ok();
+        println!();
+        println!(
+            "Token route, Rust against Node.js 20 + AWS SDK v3 (same moto, same Runtime API, same requests; a fresh table for each pair of cold starts):"
+        );
+        println!();
+        println!("| token route | init p50 | peak RSS | warm invoke p50 | warm invoke p90 |");
+        println!("|---|---|---|---|---|");
+        for (label, m) in [("Rust (token-issuer)", &rust), ("Node.js 20", &node)] {
+            println!(
+                "| {label} | {:.1} ms | {:.1} MiB | {:.2} ms | {:.2} ms |",
+                percentile(&m.init_ms, 0.5),
+                m.peak_kib[m.peak_kib.len() / 2] as f64 / 1024.0,
+                percentile(&m.warm_ms, 0.5),
+                percentile(&m.warm_ms, 0.9),
+            );
+        }
+        println!(
+            "| Rust / Node.js | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
+            percentile(&rust.init_ms, 0.5) / percentile(&node.init_ms, 0.5),
+            rust.peak_kib[rust.peak_kib.len() / 2] as f64
+                / node.peak_kib[node.peak_kib.len() / 2] as f64,
+            percentile(&rust.warm_ms, 0.5) / percentile(&node.warm_ms, 0.5),
+            percentile(&rust.warm_ms, 0.9) / percentile(&node.warm_ms, 0.9),
         );
     }
     // Keep the Runtime API's sockets from lingering into the next run's measurements.

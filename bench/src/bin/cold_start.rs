@@ -50,6 +50,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+#[derive(Default)]
 struct Measured {
     init_ms: Vec<f64>,
     warm_ms: Vec<f64>,
@@ -57,11 +58,7 @@ struct Measured {
 }
 
 async fn measure(binary: &Path, env: &[(String, String)], event: &Value, args: &Args) -> Measured {
-    let mut m = Measured {
-        init_ms: Vec::new(),
-        warm_ms: Vec::new(),
-        peak_kib: Vec::new(),
-    };
+    let mut m = Measured::default();
     for _ in 0..args.starts {
         start_once(&mut m, binary, env, event, args).await;
     }
@@ -85,28 +82,26 @@ async fn start_once(
     event: &Value,
     args: &Args,
 ) {
-    {
-        let mut lambda = LambdaHarness::start().await;
-        lambda.spawn(binary, env);
-        m.init_ms
-            .push(lambda.wait_ready().await.as_secs_f64() * 1000.0);
-        for i in 0..=args.invokes {
-            let start = Instant::now();
-            let outcome = lambda.invoke(event.clone()).await;
-            let took = start.elapsed();
-            assert!(
-                matches!(outcome, Outcome::Response { .. }),
-                "{}: {outcome:?}",
-                binary.display()
-            );
-            // The first invoke of a process is not warm (connections, caches).
-            if i > 0 {
-                m.warm_ms.push(took.as_secs_f64() * 1000.0);
-            }
+    let mut lambda = LambdaHarness::start().await;
+    lambda.spawn(binary, env);
+    m.init_ms
+        .push(lambda.wait_ready().await.as_secs_f64() * 1000.0);
+    for i in 0..=args.invokes {
+        let start = Instant::now();
+        let outcome = lambda.invoke(event.clone()).await;
+        let took = start.elapsed();
+        assert!(
+            matches!(outcome, Outcome::Response { .. }),
+            "{}: {outcome:?}",
+            binary.display()
+        );
+        // The first invoke of a process is not warm (connections, caches).
+        if i > 0 {
+            m.warm_ms.push(took.as_secs_f64() * 1000.0);
         }
-        m.peak_kib.push(lambda.peak_rss_kib().unwrap_or(0));
-        lambda.stop();
     }
+    m.peak_kib.push(lambda.peak_rss_kib().unwrap_or(0));
+    lambda.stop();
 }
 
 #[tokio::main]
@@ -191,12 +186,7 @@ async fn main() {
         // moto's TransactWriteItems deep-copies the table, so it slows as the table
         // grows (DynamoDB does not): each pair of cold starts gets a fresh table and App,
         // and the two sides take turns going first.
-        let empty = || Measured {
-            init_ms: Vec::new(),
-            warm_ms: Vec::new(),
-            peak_kib: Vec::new(),
-        };
-        let (mut rust, mut node) = (empty(), empty());
+        let (mut rust, mut node) = (Measured::default(), Measured::default());
         let token_issuer = args.bin_dir.join("token-issuer");
         for i in 0..args.starts {
             let t = TestApp::spawn(Backend::aws().await).await;

@@ -3,11 +3,12 @@
 //! servers; the served copy names the deployment's own base URL instead, so a client
 //! generated from it talks to the service that served it.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pipes_core::Platform;
@@ -17,7 +18,13 @@ use serde_json::{Value, json};
 pub const DESCRIPTION: &str = include_str!("../openapi.json");
 
 pub(crate) fn routes() -> Router<Platform> {
-    Router::new().route("/openapi.json", get(serve))
+    // Rendered on the first request, not at cold start (it parses 170 KB), and kept by
+    // this router: one platform, one base URL.
+    let rendered: Arc<OnceLock<Bytes>> = Arc::default();
+    Router::new().route(
+        "/openapi.json",
+        get(move |State(p): State<Platform>| serve(p, rendered.clone())),
+    )
 }
 
 /// The description with `servers` set to `base` (the deployment's public base URL).
@@ -27,42 +34,33 @@ pub fn for_base_url(base: &str) -> Result<String, serde_json::Error> {
     serde_json::to_string(&doc)
 }
 
-async fn serve(State(p): State<Platform>) -> Response {
-    // One deployment, one base URL: rendered once per process (and again only if a
-    // process serves several, as tests do).
-    static RENDERED: OnceLock<(String, String)> = OnceLock::new();
-    let base = p.public_base_url.join("/").to_string();
-    let base = base.trim_end_matches('/');
-    let body = match RENDERED.get() {
-        Some((cached, body)) if cached == base => body.clone(),
-        _ => match for_base_url(base) {
-            Ok(body) => {
-                // The first base URL is kept; another is rendered on each request.
-                let _ = RENDERED.set((base.to_owned(), body.clone()));
-                body
+async fn serve(p: Platform, rendered: Arc<OnceLock<Bytes>>) -> Response {
+    let body = match rendered.get() {
+        Some(body) => body.clone(),
+        None => {
+            let base = p.public_base_url.join("/");
+            match for_base_url(base.as_str().trim_end_matches('/')) {
+                Ok(body) => rendered.get_or_init(|| Bytes::from(body)).clone(),
+                Err(e) => {
+                    tracing::error!(error = %e, "the OpenAPI description does not parse");
+                    return crate::ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "an internal error occurred",
+                    )
+                    .into_response();
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "the OpenAPI description does not parse");
-                return crate::ApiError::new(
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "an internal error occurred",
-                )
-                .into_response();
-            }
-        },
+        }
     };
-    let mut res = body.into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    res
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

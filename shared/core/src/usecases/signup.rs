@@ -539,9 +539,10 @@ fn exchange_error(e: GraphError) -> SignupError {
         tracing::error!(code = ?e.code, "Meta refused our app credentials on the code exchange: check META_APP_ID and the app secret");
         return SignupError::AppCredentials;
     }
-    // Meta names a code it refuses: OAuthException 100 with subcode 36007 (invalid or
-    // expired) or 36009 (used). 36008 is a redirect_uri mismatch, ours (we send none).
-    // Anything else, including answers we cannot read, is the exchange failing.
+    // Meta refuses a code as an invalid parameter (code 100; the sandbox, not a document
+    // we hold, gives subcodes 36007 invalid or expired and 36009 used). 36008 would be a
+    // redirect_uri mismatch, ours (we send none). Anything else, including answers we
+    // cannot read, is the exchange failing (docs/DECISIONS.md).
     if e.code == Some(100) && e.subcode != Some(36008) {
         SignupError::CodeRejected
     } else {

@@ -513,17 +513,59 @@ pub async fn check_health(
     check_number(deps, number).await
 }
 
-/// Checks a number already read (the version read is the one the write depends on).
+/// Checks a number already read (the version read is the one the write depends on):
+/// [`evaluate`], then [`record`].
 #[tracing::instrument(skip_all, fields(app_id = %number.app_id, phone_number_id = %number.phone_number_id))]
 pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOutcome, CheckError> {
-    if !number.is_live() {
-        return Ok(CheckOutcome {
+    let evaluation = evaluate(deps, number).await;
+    record(deps, evaluation).await
+}
+
+/// A check's result before it is stored: what [`record`] writes.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The number as read (its version is the one the write depends on).
+    number: Number,
+    /// The record to store, or `None` when there was nothing to check (a removed
+    /// number, no stored token).
+    updated: Option<Number>,
+    changed: Option<HealthEvent>,
+    throttled_until: Option<DateTime<Utc>>,
+    our_credentials_rejected: bool,
+}
+
+impl Evaluation {
+    /// The number as read.
+    pub fn number(&self) -> &Number {
+        &self.number
+    }
+
+    /// Meta refused our app's credentials: the check says nothing of the number.
+    pub fn our_credentials_rejected(&self) -> bool {
+        self.our_credentials_rejected
+    }
+
+    /// Meta throttles calls for this number's WABA until then.
+    pub fn throttled_until(&self) -> Option<DateTime<Utc>> {
+        self.throttled_until
+    }
+
+    fn nothing(number: Number) -> Self {
+        Self {
             number,
+            updated: None,
             changed: None,
             throttled_until: None,
-            written: false,
             our_credentials_rejected: false,
-        });
+        }
+    }
+}
+
+/// The reading half of a check: opens the token, asks Meta, and decides (no store
+/// write). The sweep runs it in its Graph-bound slots and stores the results beside.
+pub async fn evaluate(deps: CheckDeps<'_>, number: Number) -> Evaluation {
+    if !number.is_live() {
+        return Evaluation::nothing(number);
     }
     let now = deps.clock.now();
     let (verdict, evidence) = match open_token(deps.envelope, &number).await {
@@ -534,15 +576,7 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
                 Some(evidence),
             )
         }
-        Ok(None) => {
-            return Ok(CheckOutcome {
-                number,
-                changed: None,
-                throttled_until: None,
-                written: false,
-                our_credentials_rejected: false,
-            });
-        }
+        Ok(None) => return Evaluation::nothing(number),
         Err(e) => {
             // The key service failed or the sealed token is damaged: a failed check like
             // any other (the next check moves on, three make the number degraded), never
@@ -575,6 +609,34 @@ pub async fn check_number(deps: CheckDeps<'_>, number: Number) -> Result<CheckOu
             (None, true)
         }
         Verdict::Decided { .. } => (None, false),
+    };
+    Evaluation {
+        number,
+        updated: Some(updated),
+        changed,
+        throttled_until,
+        our_credentials_rejected: ours,
+    }
+}
+
+/// The writing half of a check: stores an [`Evaluation`] unless a newer write won, and
+/// tells the App of a status change.
+pub async fn record(deps: CheckDeps<'_>, e: Evaluation) -> Result<CheckOutcome, CheckError> {
+    let Evaluation {
+        number,
+        updated,
+        changed,
+        throttled_until,
+        our_credentials_rejected: ours,
+    } = e;
+    let Some(updated) = updated else {
+        return Ok(CheckOutcome {
+            number,
+            changed: None,
+            throttled_until: None,
+            written: false,
+            our_credentials_rejected: false,
+        });
     };
     match deps
         .store

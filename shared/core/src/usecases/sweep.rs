@@ -16,13 +16,14 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::stream;
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::ids::AppId;
 use crate::number::{HealthStatus, Number, PhoneNumberId, SETUP_STALL, WabaId};
 use crate::ports::{DueNumber, StoreError};
 use crate::queue::Job;
-use crate::usecases::health::{CheckError, check_number};
+use crate::usecases::health::{self, CheckError, Evaluation};
 use crate::usecases::setup::WorkerDeps;
 
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +85,6 @@ enum Handled {
     Checked {
         status: HealthStatus,
         changed_to: Option<HealthStatus>,
-        throttled: Option<(WabaId, DateTime<Utc>)>,
     },
     OurCredentialsRejected,
     Redriven,
@@ -111,19 +111,28 @@ async fn postpone(deps: WorkerDeps<'_>, n: &Number, at: DateTime<Utc>) -> Result
     }
 }
 
-async fn handle(
+/// Where a due number stands after its read.
+enum Step {
+    /// It needs a check: the number as read.
+    Check(Box<Number>),
+    /// Done without one.
+    Done(Handled),
+}
+
+/// A due number's first stage, ahead of the checks: its current record, and what needs
+/// no Graph call (no longer due, a stalled setup to re-drive).
+async fn prepare(
     deps: WorkerDeps<'_>,
     due: &DueNumber,
-    throttled: &HashMap<WabaId, DateTime<Utc>>,
     horizon: chrono::Duration,
-) -> Result<Handled, CheckError> {
+) -> Result<Step, CheckError> {
     let now = deps.clock.now();
     let Some(n) = deps.store.number(&due.app_id, &due.phone_number_id).await? else {
-        return Ok(Handled::Nothing);
+        return Ok(Step::Done(Handled::Nothing));
     };
     // Read from an eventually consistent index: skip what is no longer due.
     if !n.is_live() || n.health.next_check_at.is_none_or(|at| at > now + horizon) {
-        return Ok(Handled::Nothing);
+        return Ok(Step::Done(Handled::Nothing));
     }
     if n.health.status == HealthStatus::Pending && n.setup.completed_at.is_none() {
         // A setup that made no progress (or whose wait is over): queue it again.
@@ -133,25 +142,12 @@ async fn handle(
         };
         if let Err(e) = deps.queue.enqueue(&job).await {
             warn!(phone_number_id = %n.phone_number_id, error = %e, "could not re-drive the setup");
-            return Ok(Handled::Nothing);
+            return Ok(Step::Done(Handled::Nothing));
         }
         postpone(deps, &n, now + SETUP_STALL).await?;
-        return Ok(Handled::Redriven);
+        return Ok(Step::Done(Handled::Redriven));
     }
-    if let Some(until) = throttled.get(&n.waba_id).copied().filter(|u| *u > now) {
-        postpone(deps, &n, until).await?;
-        return Ok(Handled::ThrottledSkip);
-    }
-    let waba = n.waba_id.clone();
-    let outcome = check_number(deps.check(), n).await?;
-    if outcome.our_credentials_rejected {
-        return Ok(Handled::OurCredentialsRejected);
-    }
-    Ok(Handled::Checked {
-        status: outcome.number.health.status,
-        changed_to: outcome.changed.map(|e| e.to),
-        throttled: outcome.throttled_until.map(|t| (waba, t)),
-    })
+    Ok(Step::Check(Box::new(n)))
 }
 
 /// One sweep's shared state: what it runs with, what it found, and why it stopped.
@@ -161,6 +157,10 @@ struct Run<'a> {
     deadline: Option<Instant>,
     tally: Mutex<Tally>,
     failure: Mutex<Option<StoreError>>,
+    /// Reads at once (stage 1).
+    reads: Semaphore,
+    /// The checks' slots: numbers waiting on Meta at once (stage 2).
+    slots: Semaphore,
 }
 
 impl Run<'_> {
@@ -226,26 +226,112 @@ impl Run<'_> {
         Some((due, p))
     }
 
-    /// Handles one due number and counts what happened.
-    async fn one(&self, d: DueNumber) {
+    /// Whether no new work should start (the breaker is open or the deadline near).
+    fn stopping(&self) -> bool {
         if self.breaker_open() {
             // Left due: checked again once the credentials are fixed.
-            return;
+            return true;
         }
         if self.near_deadline() {
             // Left due (not marked seen in the store): the next run takes it.
             self.tally().report.stopped_early = true;
-            return;
+            return true;
         }
-        let throttled = self.tally().throttled.clone();
-        let result = handle(self.deps, &d, &throttled, self.cfg.horizon).await;
+        false
+    }
+
+    fn width(&self) -> usize {
+        self.cfg.concurrency.max(1)
+    }
+
+    /// One due number through the three stages; the semaphores are fair (first come,
+    /// first served), so numbers keep the order of the stream.
+    async fn one(&self, d: DueNumber) {
+        let number = {
+            let _read = self.reads.acquire().await;
+            self.read(d).await
+        };
+        let Some(number) = number else { return };
+        let evaluation = {
+            let _slot = self.slots.acquire().await;
+            self.evaluate(number).await
+        };
+        if let Some(evaluation) = evaluation {
+            self.record(evaluation).await;
+        }
+    }
+
+    /// Stage 1, reading ahead of the checks: the number as it is now, if it needs a
+    /// check.
+    async fn read(&self, d: DueNumber) -> Option<Number> {
+        if self.stopping() {
+            return None;
+        }
+        match prepare(self.deps, &d, self.cfg.horizon).await {
+            Ok(Step::Check(n)) => Some(*n),
+            Ok(Step::Done(handled)) => {
+                self.count(&d.phone_number_id, Ok(handled));
+                None
+            }
+            Err(e) => {
+                self.count(&d.phone_number_id, Err(e));
+                None
+            }
+        }
+    }
+
+    /// Stage 2, one of `concurrency` slots: Meta's answers and the verdict (a WABA Meta
+    /// throttles is left alone until its regain time).
+    async fn evaluate(&self, n: Number) -> Option<Evaluation> {
+        if self.stopping() {
+            return None;
+        }
+        let now = self.deps.clock.now();
+        let throttled = self.tally().throttled.get(&n.waba_id).copied();
+        if let Some(until) = throttled.filter(|u| *u > now) {
+            let result = postpone(self.deps, &n, until).await;
+            let result = result.map(|()| Handled::ThrottledSkip).map_err(Into::into);
+            self.count(&n.phone_number_id, result);
+            return None;
+        }
+        let waba = n.waba_id.clone();
+        let evaluation = health::evaluate(self.deps.check(), n).await;
+        // Known before the write: the numbers already waiting for a slot see it.
+        let mut t = self.tally();
+        if evaluation.our_credentials_rejected() {
+            // Open the breaker: every other check would fail the same way.
+            t.report.app_credentials_rejected = true;
+        }
+        if let Some(until) = evaluation.throttled_until() {
+            let entry = t.throttled.entry(waba).or_insert(until);
+            *entry = (*entry).max(until);
+        }
+        drop(t);
+        Some(evaluation)
+    }
+
+    /// Stage 3, beside the slots: stores a check's result and counts it.
+    async fn record(&self, evaluation: Evaluation) {
+        let phone = evaluation.number().phone_number_id.clone();
+        let result = health::record(self.deps.check(), evaluation).await;
+        let handled = result.map(|outcome| {
+            if outcome.our_credentials_rejected {
+                Handled::OurCredentialsRejected
+            } else {
+                Handled::Checked {
+                    status: outcome.number.health.status,
+                    changed_to: outcome.changed.map(|e| e.to),
+                }
+            }
+        });
+        self.count(&phone, handled);
+    }
+
+    /// Counts what happened to one due number.
+    fn count(&self, phone: &PhoneNumberId, result: Result<Handled, CheckError>) {
         let mut t = self.tally();
         match result {
-            Ok(Handled::Checked {
-                status,
-                changed_to,
-                throttled,
-            }) => {
+            Ok(Handled::Checked { status, changed_to }) => {
                 t.report.checked += 1;
                 *t.report.by_status.entry(status.as_str()).or_default() += 1;
                 if let Some(to) = changed_to {
@@ -253,10 +339,6 @@ impl Run<'_> {
                     if to == HealthStatus::Down {
                         t.report.became_down += 1;
                     }
-                }
-                if let Some((waba, until)) = throttled {
-                    let entry = t.throttled.entry(waba).or_insert(until);
-                    *entry = (*entry).max(until);
                 }
             }
             Ok(Handled::OurCredentialsRejected) => {
@@ -267,7 +349,7 @@ impl Run<'_> {
             Ok(Handled::Nothing) => {}
             Err(e) => {
                 t.report.failed += 1;
-                warn!(phone_number_id = %d.phone_number_id, error = %e, "check failed");
+                warn!(phone_number_id = %phone, error = %e, "check failed");
             }
         }
     }
@@ -277,7 +359,10 @@ impl Run<'_> {
 ///
 /// Due numbers come as one stream of pages, each read when the checks run short of
 /// work: the checks in flight keep running while the next page is read, so no page
-/// ends in a drain of idle slots.
+/// ends in a drain of idle slots. Each number then goes through three stages, so that
+/// the `concurrency` slots wait on Meta and nothing else: its read (up to
+/// `concurrency` ahead of the slots), its Graph calls and verdict (in a slot), and its
+/// write (up to `concurrency` beside the slots).
 #[tracing::instrument(skip_all)]
 pub async fn sweep(
     deps: WorkerDeps<'_>,
@@ -291,11 +376,13 @@ pub async fn sweep(
         deadline,
         tally: Mutex::new(Tally::default()),
         failure: Mutex::new(None),
+        reads: Semaphore::new(cfg.concurrency.max(1)),
+        slots: Semaphore::new(cfg.concurrency.max(1)),
     };
     let run = &run;
     stream::unfold(Pager::default(), |p| run.next_page(p))
         .flat_map(stream::iter)
-        .for_each_concurrent(cfg.concurrency, |d| run.one(d))
+        .for_each_concurrent(3 * run.width(), |d| run.one(d))
         .await;
     if let Some(e) = run.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e);

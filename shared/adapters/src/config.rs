@@ -201,7 +201,7 @@ impl MetaConfig {
         Ok(Self {
             app_id,
             app_secret: crate::graph::AppSecret::from_ssm(
-                aws_sdk_ssm::Client::new(conf),
+                crate::lazy_client::LazyClient::new(conf, aws_sdk_ssm::Client::new),
                 parameter,
             ),
             config_id,

@@ -27,7 +27,7 @@ use url::Url;
 pub enum AppSecret {
     Known(SecretString),
     Ssm {
-        client: aws_sdk_ssm::Client,
+        client: crate::lazy_client::LazyClient<aws_sdk_ssm::Client>,
         parameter: String,
         read: std::sync::Arc<tokio::sync::OnceCell<SecretString>>,
     },
@@ -43,9 +43,12 @@ impl std::fmt::Debug for AppSecret {
 }
 
 impl AppSecret {
-    pub fn from_ssm(client: aws_sdk_ssm::Client, parameter: impl Into<String>) -> Self {
+    pub fn from_ssm(
+        client: impl Into<crate::lazy_client::LazyClient<aws_sdk_ssm::Client>>,
+        parameter: impl Into<String>,
+    ) -> Self {
         Self::Ssm {
-            client,
+            client: client.into(),
             parameter: parameter.into(),
             read: std::sync::Arc::default(),
         }
@@ -62,6 +65,7 @@ impl AppSecret {
             } => read
                 .get_or_try_init(|| async {
                     let out = client
+                        .get()
                         .get_parameter()
                         .name(parameter)
                         .with_decryption(true)

@@ -11,17 +11,19 @@ use aws_sdk_kms::types::DataKeySpec;
 use pipes_core::crypto::{CryptoError, DataKey, KeyBytes, KeyContext, KeyWrapper};
 use secrecy::SecretBox;
 
+use crate::lazy_client::LazyClient;
+
 #[derive(Debug, Clone)]
 pub struct KmsWrapper {
-    client: Client,
+    client: LazyClient<Client>,
     key_id: String,
 }
 
 impl KmsWrapper {
     /// `key_id`: the key's id, ARN or alias (`alias/...`).
-    pub fn new(client: Client, key_id: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<LazyClient<Client>>, key_id: impl Into<String>) -> Self {
         Self {
-            client,
+            client: client.into(),
             key_id: key_id.into(),
         }
     }
@@ -65,6 +67,7 @@ impl KeyWrapper for KmsWrapper {
     async fn generate_data_key(&self, ctx: &KeyContext) -> Result<DataKey, CryptoError> {
         let out = self
             .client
+            .get()
             .generate_data_key()
             .key_id(&self.key_id)
             .key_spec(DataKeySpec::Aes256)
@@ -90,6 +93,7 @@ impl KeyWrapper for KmsWrapper {
     ) -> Result<KeyBytes, CryptoError> {
         let out = self
             .client
+            .get()
             .decrypt()
             .key_id(key_id)
             .ciphertext_blob(Blob::new(wrapped))

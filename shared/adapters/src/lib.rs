@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod event_sender;
 pub mod graph;
 pub mod kms;
+pub mod lazy_client;
 pub mod local_key;
 pub mod local_worker;
 pub mod metrics;

@@ -14,6 +14,7 @@ use pipes_core::usecases::health::HealthPolicy;
 use pipes_core::{Clock, MetaApp, Platform, Store, SystemClock};
 
 use crate::config::{self, MetaConfig};
+use crate::lazy_client::LazyClient;
 use crate::{DynamoStore, EmbeddedStore, local_key};
 
 /// Where records, jobs and data keys live.
@@ -26,7 +27,8 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// DynamoDB, SQS (the setup queue and the events queue) and KMS (no I/O until used).
+    /// DynamoDB, SQS (the setup queue and the events queue) and KMS (no I/O until used;
+    /// the SQS and KMS clients are built on first use).
     pub fn aws(
         conf: &aws_config::SdkConfig,
         table: &str,
@@ -34,13 +36,13 @@ impl Storage {
         events_queue_url: &str,
         key_id: &str,
     ) -> Self {
-        let sqs = aws_sdk_sqs::Client::new(conf);
+        let sqs = LazyClient::new(conf, aws_sdk_sqs::Client::new);
         Self {
             store: Arc::new(DynamoStore::from_conf(conf, table)),
             queue: Arc::new(crate::sqs::SqsQueue::new(sqs.clone(), queue_url)),
             events_queue: Arc::new(crate::sqs::SqsQueue::new(sqs, events_queue_url)),
             keys: Arc::new(crate::kms::KmsWrapper::new(
-                aws_sdk_kms::Client::new(conf),
+                LazyClient::new(conf, aws_sdk_kms::Client::new),
                 key_id,
             )),
         }

@@ -4,16 +4,18 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use pipes_core::queue::{Job, JobQueue, QueueError};
 
+use crate::lazy_client::LazyClient;
+
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
-    client: Client,
+    client: LazyClient<Client>,
     queue_url: String,
 }
 
 impl SqsQueue {
-    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<LazyClient<Client>>, queue_url: impl Into<String>) -> Self {
         Self {
-            client,
+            client: client.into(),
             queue_url: queue_url.into(),
         }
     }
@@ -45,6 +47,7 @@ impl SqsQueue {
         let body = serde_json::to_string(job).map_err(|e| QueueError(Box::new(e)))?;
         let mut send = self
             .client
+            .get()
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body);

@@ -36,16 +36,23 @@ struct Inner {
     /// Graph requests being answered now, and the most seen at once.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Graph requests answered, and the time they were held in all (entry to answer,
+    /// with the simulated latency): what Meta's side took, for benchmarks.
+    answered: AtomicU64,
+    held_nanos: AtomicU64,
     /// Where Meta's webhooks go (the running server's `/webhooks/meta`).
     webhook_target: Mutex<Option<String>>,
 }
 
-/// Counts one Graph request in flight for as long as it lives.
-pub(crate) struct InFlight<'a>(&'a Inner);
+/// Counts one Graph request in flight for as long as it lives, and the time it was held.
+pub(crate) struct InFlight<'a>(&'a Inner, std::time::Instant);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let held = u64::try_from(self.1.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.held_nanos.fetch_add(held, Ordering::Relaxed);
+        self.0.answered.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -67,6 +74,8 @@ impl Sandbox {
             clock,
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            held_nanos: AtomicU64::new(0),
             webhook_target: Mutex::default(),
         }))
     }
@@ -84,6 +93,8 @@ impl Sandbox {
             clock,
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            held_nanos: AtomicU64::new(0),
             webhook_target: Mutex::default(),
         })))
     }
@@ -136,7 +147,15 @@ impl Sandbox {
     pub(crate) fn enter(&self) -> InFlight<'_> {
         let now = self.0.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.0.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        InFlight(&self.0)
+        InFlight(&self.0, std::time::Instant::now())
+    }
+
+    /// The mean time a Graph request was held, from its handler's start to its answer
+    /// (the latency as the sandbox delivered it: timers round up), over every request so
+    /// far; `None` before the first.
+    pub fn mean_held_ms(&self) -> Option<f64> {
+        let n = self.0.answered.load(Ordering::Relaxed);
+        (n > 0).then(|| self.0.held_nanos.load(Ordering::Relaxed) as f64 / n as f64 / 1e6)
     }
 
     /// The most Graph requests this sandbox answered at once (since the last reset).

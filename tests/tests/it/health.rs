@@ -300,7 +300,10 @@ async fn a_sweep_over_2000_numbers_checks_each_once_within_limits_and_few_kms_ca
     assert!(max > 32, "checks ran concurrently, saw {max}");
     // The benchmark's "latency as delivered": never under the latency set.
     let held = t.sandbox.mean_held_ms().unwrap();
-    assert!(held >= 50.0, "the sandbox held each call {held} ms on average");
+    assert!(
+        held >= 50.0,
+        "the sandbox held each call {held} ms on average"
+    );
     let unwraps = kms.unwrapped.load(Ordering::SeqCst) - seeding_unwraps;
     assert!(
         unwraps <= 4,

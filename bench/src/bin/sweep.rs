@@ -56,6 +56,7 @@ async fn main() {
         let seeded = seed_start.elapsed();
         let t = t.with_fresh_envelope();
         t.sandbox.set_latency_ms(args.latency_ms);
+        t.sandbox.reset_max_in_flight();
         let before = rss_kib();
         let peak = Arc::new(AtomicU64::new(before));
         let sampler = {
@@ -82,6 +83,8 @@ async fn main() {
         // The bound: every slot busy with a check that takes exactly one Graph latency;
         // and at the latency the sandbox delivered (its timers round up, so a call it
         // holds for "50 ms" is held a little longer: the instrument's share, not ours).
+        // That is a mean per call; a check waits for the slowest of its five, so the
+        // fraction at it is an upper estimate.
         let rate = count as f64 / took.as_secs_f64();
         let bound = args.concurrency as f64 * 1000.0 / args.latency_ms.max(1) as f64;
         let delivered = t.sandbox.mean_held_ms().unwrap_or(0.0);

@@ -151,8 +151,10 @@ impl Sandbox {
     }
 
     /// The mean time a Graph request was held, from its handler's start to its answer
-    /// (the latency as the sandbox delivered it: timers round up), over every request so
-    /// far; `None` before the first.
+    /// (the latency as the sandbox delivered it: timers round up), over every request
+    /// since the sandbox started or [`Sandbox::reset_max_in_flight`]; `None` before the
+    /// first. A mean per call: a check that waits for the slowest of several calls
+    /// waits a little longer.
     pub fn mean_held_ms(&self) -> Option<f64> {
         let n = self.0.answered.load(Ordering::Relaxed);
         (n > 0).then(|| self.0.held_nanos.load(Ordering::Relaxed) as f64 / n as f64 / 1e6)
@@ -163,8 +165,11 @@ impl Sandbox {
         self.0.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Starts a measurement afresh: the peak in flight and the held-time counters.
     pub fn reset_max_in_flight(&self) {
         self.0.max_in_flight.store(0, Ordering::SeqCst);
+        self.0.answered.store(0, Ordering::Relaxed);
+        self.0.held_nanos.store(0, Ordering::Relaxed);
     }
 
     /// A finished signup whose code was already exchanged: the business token, for

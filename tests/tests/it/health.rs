@@ -260,6 +260,26 @@ async fn lagging_meta_data_does_not_degrade_a_fresh_number() {
 }
 
 #[tokio::test]
+async fn a_sweep_with_more_checks_in_flight_than_a_page_still_checks_every_due_number() {
+    // 200 slots put up to 600 numbers in flight (read, checked, written): more than the
+    // default page of 500, so a page read while they are still due must reach beyond.
+    let t = TestApp::spawn(Backend::embedded()).await;
+    t.seed_due_numbers(1500, 3, 10).await;
+    t.sandbox.set_latency_ms(50);
+    let cfg = SweepConfig {
+        concurrency: 200,
+        ..no_sweep_limits()
+    };
+    let report = t.sweep(cfg, None).await;
+    assert_eq!(
+        (report.checked, report.stopped_early),
+        (1500, false),
+        "{report:?}"
+    );
+    assert_eq!(t.sandbox.calls("GET health_status"), 1500);
+}
+
+#[tokio::test]
 async fn a_sweep_over_2000_numbers_checks_each_once_within_limits_and_few_kms_calls() {
     let conf = pipes_tests::emulator().await;
     let kms = Arc::new(CountingWrapper::new(pipes_tests::kms_wrapper(&conf).await));

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::stream;
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::ids::AppId;
 use crate::number::{HealthStatus, Number, PhoneNumberId, SETUP_STALL, WabaId};
@@ -30,7 +30,8 @@ use crate::usecases::setup::WorkerDeps;
 pub struct SweepConfig {
     /// Checks in flight at once.
     pub concurrency: usize,
-    /// Due numbers read per store query.
+    /// Due numbers read per store query (at least 4 × `concurrency`, more than can be
+    /// in flight).
     pub page: usize,
     /// Checks this run does itself; the due numbers beyond go out as check jobs.
     pub max_inline: usize,
@@ -111,6 +112,13 @@ async fn postpone(deps: WorkerDeps<'_>, n: &Number, at: DateTime<Utc>) -> Result
     }
 }
 
+/// What a slot found: a result to store, or a WABA Meta throttles (the number is
+/// postponed to the regain time, outside the slot).
+enum Slot {
+    Evaluated(Box<Evaluation>),
+    Throttled(Box<Number>, DateTime<Utc>),
+}
+
 /// Where a due number stands after its read.
 enum Step {
     /// It needs a check: the number as read.
@@ -161,6 +169,8 @@ struct Run<'a> {
     reads: Semaphore,
     /// The checks' slots: numbers waiting on Meta at once (stage 2).
     slots: Semaphore,
+    /// Writes at once (stage 3).
+    writes: Semaphore,
 }
 
 impl Run<'_> {
@@ -195,7 +205,7 @@ impl Run<'_> {
         let page = match self
             .deps
             .store
-            .due_numbers(now + self.cfg.horizon, self.cfg.page)
+            .due_numbers(now + self.cfg.horizon, self.page_size())
             .await
         {
             Ok(page) => page,
@@ -204,11 +214,21 @@ impl Run<'_> {
                 return None;
             }
         };
+        let full = page.len() >= self.page_size();
         let mut due: Vec<DueNumber> = page
             .into_iter()
             .filter(|d| p.seen.insert((d.app_id.clone(), d.phone_number_id.clone())))
             .collect();
         if due.is_empty() {
+            if full {
+                // A whole page of numbers this run already handled and left due (failed
+                // checks, skipped numbers): what lies beyond it waits for the next run.
+                warn!(
+                    page = self.page_size(),
+                    "a page of due numbers held only numbers already handled"
+                );
+                self.tally().report.stopped_early = true;
+            }
             return None;
         }
         let room = self.cfg.max_inline.saturating_sub(p.inline);
@@ -247,18 +267,36 @@ impl Run<'_> {
     /// One due number through the three stages; the semaphores are fair (first come,
     /// first served), so numbers keep the order of the stream.
     async fn one(&self, d: DueNumber) {
-        let number = {
-            let _read = self.reads.acquire().await;
-            self.read(d).await
-        };
-        let Some(number) = number else { return };
-        let evaluation = {
-            let _slot = self.slots.acquire().await;
-            self.evaluate(number).await
-        };
-        if let Some(evaluation) = evaluation {
-            self.record(evaluation).await;
+        let span = tracing::info_span!("check_number", app_id = %d.app_id, phone_number_id = %d.phone_number_id);
+        async {
+            let number = {
+                let _read = self.reads.acquire().await;
+                self.read(d).await
+            };
+            let Some(number) = number else { return };
+            let slot = {
+                let _slot = self.slots.acquire().await;
+                self.evaluate(number).await
+            };
+            let _write = self.writes.acquire().await;
+            match slot {
+                Some(Slot::Evaluated(evaluation)) => self.record(evaluation).await,
+                Some(Slot::Throttled(n, until)) => {
+                    let result = postpone(self.deps, &n, until).await;
+                    let result = result.map(|()| Handled::ThrottledSkip).map_err(Into::into);
+                    self.count(&n.phone_number_id, result);
+                }
+                None => {}
+            }
         }
+        .instrument(span)
+        .await
+    }
+
+    /// Due numbers per store query: more than can be in flight (3 × concurrency), so a
+    /// page holds numbers not yet handled for as long as any are due.
+    fn page_size(&self) -> usize {
+        self.cfg.page.max(4 * self.width())
     }
 
     /// Stage 1, reading ahead of the checks: the number as it is now, if it needs a
@@ -282,17 +320,14 @@ impl Run<'_> {
 
     /// Stage 2, one of `concurrency` slots: Meta's answers and the verdict (a WABA Meta
     /// throttles is left alone until its regain time).
-    async fn evaluate(&self, n: Number) -> Option<Evaluation> {
+    async fn evaluate(&self, n: Number) -> Option<Slot> {
         if self.stopping() {
             return None;
         }
         let now = self.deps.clock.now();
         let throttled = self.tally().throttled.get(&n.waba_id).copied();
         if let Some(until) = throttled.filter(|u| *u > now) {
-            let result = postpone(self.deps, &n, until).await;
-            let result = result.map(|()| Handled::ThrottledSkip).map_err(Into::into);
-            self.count(&n.phone_number_id, result);
-            return None;
+            return Some(Slot::Throttled(Box::new(n), until));
         }
         let waba = n.waba_id.clone();
         let evaluation = health::evaluate(self.deps.check(), n).await;
@@ -307,13 +342,13 @@ impl Run<'_> {
             *entry = (*entry).max(until);
         }
         drop(t);
-        Some(evaluation)
+        Some(Slot::Evaluated(Box::new(evaluation)))
     }
 
     /// Stage 3, beside the slots: stores a check's result and counts it.
-    async fn record(&self, evaluation: Evaluation) {
+    async fn record(&self, evaluation: Box<Evaluation>) {
         let phone = evaluation.number().phone_number_id.clone();
-        let result = health::record(self.deps.check(), evaluation).await;
+        let result = health::record(self.deps.check(), *evaluation).await;
         let handled = result.map(|outcome| {
             if outcome.our_credentials_rejected {
                 Handled::OurCredentialsRejected
@@ -360,9 +395,9 @@ impl Run<'_> {
 /// Due numbers come as one stream of pages, each read when the checks run short of
 /// work: the checks in flight keep running while the next page is read, so no page
 /// ends in a drain of idle slots. Each number then goes through three stages, so that
-/// the `concurrency` slots wait on Meta and nothing else: its read (up to
-/// `concurrency` ahead of the slots), its Graph calls and verdict (in a slot), and its
-/// write (up to `concurrency` beside the slots).
+/// the `concurrency` slots hold only what a check needs Meta for: its read (up to
+/// `concurrency` ahead of the slots), its token (a cached data key) with its Graph
+/// calls and verdict (in a slot), and its write (up to `concurrency` beside the slots).
 #[tracing::instrument(skip_all)]
 pub async fn sweep(
     deps: WorkerDeps<'_>,
@@ -378,6 +413,7 @@ pub async fn sweep(
         failure: Mutex::new(None),
         reads: Semaphore::new(cfg.concurrency.max(1)),
         slots: Semaphore::new(cfg.concurrency.max(1)),
+        writes: Semaphore::new(cfg.concurrency.max(1)),
     };
     let run = &run;
     stream::unfold(Pager::default(), |p| run.next_page(p))

@@ -276,7 +276,11 @@ async fn a_sweep_with_more_checks_in_flight_than_a_page_still_checks_every_due_n
         (1500, false),
         "{report:?}"
     );
-    assert_eq!(t.sandbox.calls("GET health_status"), 1500);
+    // Each was checked and written (the sandbox's call counts include the Graph
+    // client's retries when 1,000 requests in flight overrun a loaded machine).
+    let due = t.store.due_numbers(t.clock.now(), 10).await.unwrap();
+    assert!(due.is_empty(), "{} still due", due.len());
+    assert!(t.sandbox.calls("GET health_status") >= 1500);
 }
 
 #[tokio::test]

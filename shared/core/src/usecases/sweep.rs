@@ -278,15 +278,15 @@ impl Run<'_> {
                 let _slot = self.slots.acquire().await;
                 self.evaluate(number).await
             };
+            let Some(slot) = slot else { return };
             let _write = self.writes.acquire().await;
             match slot {
-                Some(Slot::Evaluated(evaluation)) => self.record(evaluation).await,
-                Some(Slot::Throttled(n, until)) => {
+                Slot::Evaluated(evaluation) => self.record(evaluation).await,
+                Slot::Throttled(n, until) => {
                     let result = postpone(self.deps, &n, until).await;
                     let result = result.map(|()| Handled::ThrottledSkip).map_err(Into::into);
                     self.count(&n.phone_number_id, result);
                 }
-                None => {}
             }
         }
         .instrument(span)
@@ -405,20 +405,21 @@ pub async fn sweep(
     deadline: Option<Instant>,
 ) -> Result<SweepReport, StoreError> {
     let started = Instant::now();
+    let width = cfg.concurrency.max(1);
     let run = Run {
         deps,
         cfg,
         deadline,
         tally: Mutex::new(Tally::default()),
         failure: Mutex::new(None),
-        reads: Semaphore::new(cfg.concurrency.max(1)),
-        slots: Semaphore::new(cfg.concurrency.max(1)),
-        writes: Semaphore::new(cfg.concurrency.max(1)),
+        reads: Semaphore::new(width),
+        slots: Semaphore::new(width),
+        writes: Semaphore::new(width),
     };
     let run = &run;
     stream::unfold(Pager::default(), |p| run.next_page(p))
         .flat_map(stream::iter)
-        .for_each_concurrent(3 * run.width(), |d| run.one(d))
+        .for_each_concurrent(3 * width, |d| run.one(d))
         .await;
     if let Some(e) = run.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e);

@@ -46,9 +46,9 @@ fn rss_kib() -> u64 {
 async fn main() {
     let args = Args::parse();
     println!(
-        "| numbers | latency | concurrency | sweep time | checks/s | % of bound | latency as delivered | % of bound at it | RSS before sweep | peak RSS during sweep | growth |"
+        "| numbers | latency | concurrency | sweep time | checks/s | % of bound | latency as delivered | % of bound at it | before the first Graph call | after the last answer | RSS before sweep | peak RSS during sweep | growth |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &count in &args.numbers {
         let t = TestApp::spawn(Backend::embedded()).await;
         let seed_start = Instant::now();
@@ -76,7 +76,8 @@ async fn main() {
         };
         let start = Instant::now();
         let report = t.sweep(cfg, None).await;
-        let took = start.elapsed();
+        let end = Instant::now();
+        let took = end - start;
         sampler.abort();
         let peak = peak.load(Ordering::Relaxed).max(rss_kib());
         assert_eq!(report.checked + report.fanned_out, count, "{report:?}");
@@ -89,8 +90,16 @@ async fn main() {
         let bound = args.concurrency as f64 * 1000.0 / args.latency_ms.max(1) as f64;
         let delivered = t.sandbox.mean_held_ms().unwrap_or(0.0);
         let bound_delivered = args.concurrency as f64 * 1000.0 / delivered.max(0.001);
+        // The sweep's own time outside Meta's: listing and reading the first numbers
+        // before any Graph call, and the last writes after the last answer.
+        let (first, last) = t.sandbox.graph_window().unwrap_or((start, end));
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (lead, tail) = (
+            ms(first.saturating_duration_since(start)),
+            ms(end.saturating_duration_since(last)),
+        );
         println!(
-            "| {count} | {} ms | {} | {:.1} s | {:.0} | {:.1} % | {delivered:.2} ms | {:.1} % | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+            "| {count} | {} ms | {} | {:.1} s | {:.0} | {:.1} % | {delivered:.2} ms | {:.1} % | {lead:.1} ms | {tail:.1} ms | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
             args.latency_ms,
             args.concurrency,
             took.as_secs_f64(),

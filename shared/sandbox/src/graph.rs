@@ -182,7 +182,7 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let _in_flight = sandbox.enter();
+    let in_flight = sandbox.enter();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let is_waba = matches!(segments.as_slice(), [id] if sandbox.lock().wabas.contains_key(*id));
     let kind = kind_of(
@@ -197,7 +197,9 @@ pub(crate) async fn handle(
         (state.latency_ms, state.take_fault(method.as_str(), &path))
     };
     if latency > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+        in_flight
+            .hold(std::time::Duration::from_millis(latency))
+            .await;
     }
     if let Some(f) = fault {
         return match f.kind {

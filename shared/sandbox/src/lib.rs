@@ -6,6 +6,7 @@
 
 mod graph;
 pub mod state;
+mod timer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,12 +41,49 @@ struct Inner {
     /// with the simulated latency): what Meta's side took, for benchmarks.
     answered: AtomicU64,
     held_nanos: AtomicU64,
+    /// The first Graph request's entry and the last one's answer, in nanoseconds since
+    /// `created` (`u64::MAX` and 0 before any): when Meta's side was busy.
+    created: std::time::Instant,
+    first_entered: AtomicU64,
+    last_answered: AtomicU64,
+    /// Holds each Graph call for the simulated latency.
+    timer: timer::Timer,
     /// Where Meta's webhooks go (the running server's `/webhooks/meta`).
     webhook_target: Mutex<Option<String>>,
 }
 
+impl Inner {
+    fn new(state: state::State, path: Option<PathBuf>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            state: Mutex::new(state),
+            path,
+            clock,
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            held_nanos: AtomicU64::new(0),
+            created: std::time::Instant::now(),
+            first_entered: AtomicU64::new(u64::MAX),
+            last_answered: AtomicU64::new(0),
+            timer: timer::Timer::default(),
+            webhook_target: Mutex::default(),
+        }
+    }
+
+    fn since_created(&self, at: std::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.created).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
 /// Counts one Graph request in flight for as long as it lives, and the time it was held.
 pub(crate) struct InFlight<'a>(&'a Inner, std::time::Instant);
+
+impl InFlight<'_> {
+    /// Waits until `latency` after the request's handler started.
+    pub(crate) async fn hold(&self, latency: std::time::Duration) {
+        self.0.timer.until(self.1 + latency).await;
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -53,6 +91,8 @@ impl Drop for InFlight<'_> {
         let held = u64::try_from(self.1.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.0.held_nanos.fetch_add(held, Ordering::Relaxed);
         self.0.answered.fetch_add(1, Ordering::Relaxed);
+        let now = self.0.since_created(std::time::Instant::now());
+        self.0.last_answered.fetch_max(now, Ordering::Relaxed);
     }
 }
 
@@ -68,16 +108,7 @@ impl std::fmt::Debug for Sandbox {
 
 impl Sandbox {
     pub fn in_memory(clock: Arc<dyn Clock>) -> Self {
-        Self(Arc::new(Inner {
-            state: Mutex::default(),
-            path: None,
-            clock,
-            in_flight: AtomicU64::new(0),
-            max_in_flight: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
-            held_nanos: AtomicU64::new(0),
-            webhook_target: Mutex::default(),
-        }))
+        Self(Arc::new(Inner::new(state::State::default(), None, clock)))
     }
 
     /// A sandbox whose state lives in `path` (loaded if present, saved on changes).
@@ -87,16 +118,7 @@ impl Sandbox {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => state::State::default(),
             Err(e) => return Err(e),
         };
-        Ok(Self(Arc::new(Inner {
-            state: Mutex::new(state),
-            path: Some(path),
-            clock,
-            in_flight: AtomicU64::new(0),
-            max_in_flight: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
-            held_nanos: AtomicU64::new(0),
-            webhook_target: Mutex::default(),
-        })))
+        Ok(Self(Arc::new(Inner::new(state, Some(path), clock))))
     }
 
     /// Where `POST /sandbox/webhooks` delivers (the server's `/webhooks/meta` URL).
@@ -147,17 +169,30 @@ impl Sandbox {
     pub(crate) fn enter(&self) -> InFlight<'_> {
         let now = self.0.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.0.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        InFlight(&self.0, std::time::Instant::now())
+        let entered = std::time::Instant::now();
+        let since = self.0.since_created(entered);
+        self.0.first_entered.fetch_min(since, Ordering::Relaxed);
+        InFlight(&self.0, entered)
     }
 
     /// The mean time a Graph request was held, from its handler's start to its answer
-    /// (the latency as the sandbox delivered it: timers round up), over every request
+    /// (the latency as the sandbox delivered it: never less than the latency set, a
+    /// little more when the CPU is busy), over every request
     /// since the sandbox started or [`Sandbox::reset_max_in_flight`]; `None` before the
     /// first. A mean per call: a check that waits for the slowest of several calls
     /// waits a little longer.
     pub fn mean_held_ms(&self) -> Option<f64> {
         let n = self.0.answered.load(Ordering::Relaxed);
         (n > 0).then(|| self.0.held_nanos.load(Ordering::Relaxed) as f64 / n as f64 / 1e6)
+    }
+
+    /// When the first Graph request (since the sandbox started or the last reset)
+    /// entered and the last one was answered; `None` before one was answered.
+    pub fn graph_window(&self) -> Option<(std::time::Instant, std::time::Instant)> {
+        let first = self.0.first_entered.load(Ordering::Relaxed);
+        let last = self.0.last_answered.load(Ordering::Relaxed);
+        let at = |nanos| self.0.created + std::time::Duration::from_nanos(nanos);
+        (first <= last).then(|| (at(first), at(last)))
     }
 
     /// The most Graph requests this sandbox answered at once (since the last reset).
@@ -170,6 +205,8 @@ impl Sandbox {
         self.0.max_in_flight.store(0, Ordering::SeqCst);
         self.0.answered.store(0, Ordering::Relaxed);
         self.0.held_nanos.store(0, Ordering::Relaxed);
+        self.0.first_entered.store(u64::MAX, Ordering::Relaxed);
+        self.0.last_answered.store(0, Ordering::Relaxed);
     }
 
     /// A finished signup whose code was already exchanged: the business token, for

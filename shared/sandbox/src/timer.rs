@@ -1,0 +1,133 @@
+//! The simulated latency's timer: it holds a Graph call until the time asked, not the
+//! next tick after it. tokio's timer wheel rounds every deadline up to its 1 ms tick
+//! and fires on the driver's next turn, so a call held "50 ms" with `tokio::time::sleep`
+//! was held 51.2 ms on average: an error of the instrument that a benchmark of the
+//! sweep then counted against the sweep. One thread per sandbox (started on the first
+//! call with a latency) keeps the deadlines in a heap and sleeps on a channel with a
+//! timeout, which the kernel honours to within tens of microseconds.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+struct Due {
+    at: Instant,
+    seq: u64,
+    wake: oneshot::Sender<()>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    /// Reversed, so that the heap's top is the earliest deadline.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Wakes each waiter at its deadline, not before. Dropping it ends its thread.
+#[derive(Default)]
+pub(crate) struct Timer {
+    tx: OnceLock<Mutex<(mpsc::Sender<Due>, u64)>>,
+}
+
+impl Timer {
+    /// Returns at `at` or just after it (never before).
+    pub(crate) async fn until(&self, at: Instant) {
+        if at <= Instant::now() {
+            return;
+        }
+        let (wake, woken) = oneshot::channel();
+        let sent = {
+            let mut guard = self
+                .tx
+                .get_or_init(|| Mutex::new((spawn(), 0)))
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            guard.1 += 1;
+            let seq = guard.1;
+            guard.0.send(Due { at, seq, wake }).is_ok()
+        };
+        if !(sent && woken.await.is_ok()) {
+            // The timer's thread could not be started or is gone: fall back to tokio's
+            // timer, which errs late, never early.
+            tokio::time::sleep_until(at.into()).await;
+        }
+    }
+}
+
+fn spawn() -> mpsc::Sender<Due> {
+    let (tx, rx) = mpsc::channel::<Due>();
+    // If the thread cannot start, `rx` is dropped with the closure and every send fails:
+    // `until` then falls back to tokio's timer.
+    let _ = std::thread::Builder::new()
+        .name("sandbox-latency".into())
+        .spawn(move || run(&rx));
+    tx
+}
+
+fn run(rx: &mpsc::Receiver<Due>) {
+    let mut heap = BinaryHeap::<Due>::new();
+    loop {
+        let now = Instant::now();
+        while heap.peek().is_some_and(|d| d.at <= now) {
+            if let Some(due) = heap.pop() {
+                let _ = due.wake.send(());
+            }
+        }
+        let next = match heap.peek() {
+            Some(d) => rx.recv_timeout(d.at.saturating_duration_since(now)),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match next {
+            Ok(due) => heap.push(due),
+            Err(RecvTimeoutError::Timeout) => {}
+            // The sandbox is gone; its waiters' receivers see their senders dropped.
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_waiter_wakes_at_its_deadline_or_after_it_in_any_order_of_arrival() {
+        let timer = std::sync::Arc::new(Timer::default());
+        let start = Instant::now();
+        // Deadlines given out of order, some equal, one already past.
+        let offsets_ms = [30u64, 10, 20, 10, 0, 25, 5];
+        let mut tasks = Vec::new();
+        for ms in offsets_ms {
+            let timer = timer.clone();
+            let at = start + Duration::from_millis(ms);
+            tasks.push(tokio::spawn(async move {
+                timer.until(at).await;
+                (at, Instant::now())
+            }));
+        }
+        for task in tasks {
+            let (at, woke) = task.await.unwrap();
+            assert!(woke >= at, "woke {:?} before its deadline", at - woke);
+        }
+    }
+}

@@ -138,6 +138,9 @@ pub struct GraphClient {
     /// Built on the first call (loading TLS roots costs about 3 ms of a cold start, and
     /// some functions never call Meta), then shared by every clone.
     http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
+    /// Held while the client is built: the first calls, which arrive together (a
+    /// sweep's first checks), wait for one build instead of each making its own.
+    building: std::sync::Arc<std::sync::Mutex<()>>,
     cfg: GraphConfig,
 }
 
@@ -152,11 +155,16 @@ impl GraphClient {
     pub fn new(cfg: GraphConfig) -> Result<Self, GraphError> {
         Ok(Self {
             http: std::sync::Arc::default(),
+            building: std::sync::Arc::default(),
             cfg,
         })
     }
 
     fn http(&self) -> Result<&reqwest::Client, GraphError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let _building = self.building.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = self.http.get() {
             return Ok(client);
         }
@@ -468,6 +476,8 @@ struct Success {
 
 #[derive(Debug, Deserialize)]
 struct HealthBody {
+    #[serde(flatten)]
+    number: NumberBody,
     health_status: HealthStatusBody,
 }
 
@@ -529,6 +539,7 @@ fn subscribed_app_id(item: &Value) -> Option<String> {
 }
 
 const PROFILE_FIELDS: &str = "display_phone_number,verified_name,quality_rating,status,name_status,code_verification_status,platform_type,throughput";
+const PROFILE_AND_HEALTH_FIELDS: &str = "display_phone_number,verified_name,quality_rating,status,name_status,code_verification_status,platform_type,throughput,health_status";
 const MAX_PAGES: usize = 20;
 
 #[async_trait]
@@ -714,24 +725,24 @@ impl MetaGraph for GraphClient {
         Ok(body.profile())
     }
 
-    async fn health(
+    async fn profile_and_health(
         &self,
         token: &AccessToken,
         phone: &PhoneNumberId,
-    ) -> Result<MessagingHealth, GraphError> {
+    ) -> Result<(Profile, MessagingHealth), GraphError> {
         let path = phone.to_string();
         let body: HealthBody = self
-            .call("read health status", Retry::Idempotent, || {
+            .call("read number health", Retry::Idempotent, || {
                 Ok(self
                     .request(Method::GET, &path, Some(token))?
-                    .query(&[("fields", "health_status")]))
+                    .query(&[("fields", PROFILE_AND_HEALTH_FIELDS)]))
             })
             .await?;
         let status = body.health_status;
         let can_send = CanSend::parse(&status.can_send_message).ok_or_else(|| {
             GraphError::of_kind(
                 GraphErrorKind::Other,
-                "read health status: unknown can_send_message",
+                "read number health: unknown can_send_message",
             )
         })?;
         let entities = status
@@ -751,7 +762,10 @@ impl MetaGraph for GraphClient {
                 additional_info: e.additional_info.iter().map(|s| truncate(s)).collect(),
             })
             .collect();
-        Ok(MessagingHealth { can_send, entities })
+        Ok((
+            body.number.profile(),
+            MessagingHealth { can_send, entities },
+        ))
     }
 
     async fn app_secret(&self) -> Result<SecretString, GraphError> {

@@ -340,11 +340,13 @@ pub trait MetaGraph: Send + Sync + fmt::Debug {
         token: &AccessToken,
         phone: &PhoneNumberId,
     ) -> Result<Profile, GraphError>;
-    async fn health(
+    /// The number's profile and its `health_status` in one call (the same node's
+    /// fields): a health check spends one of Meta's rate-limited calls on both.
+    async fn profile_and_health(
         &self,
         token: &AccessToken,
         phone: &PhoneNumberId,
-    ) -> Result<MessagingHealth, GraphError>;
+    ) -> Result<(Profile, MessagingHealth), GraphError>;
     /// Our Meta app's id (to find ourselves in `subscribed_apps` and check tokens).
     fn app_id(&self) -> &str;
     /// The app secret, which Meta signs its webhook deliveries with.

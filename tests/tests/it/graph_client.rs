@@ -225,7 +225,7 @@ async fn timeouts_and_garbage_are_transient() {
     };
     let (client, _) = scripted(vec![garbage.clone(), garbage.clone(), garbage]).await;
     let err = client
-        .health(&token(), &PhoneNumberId::parse("42").unwrap())
+        .profile_and_health(&token(), &PhoneNumberId::parse("42").unwrap())
         .await
         .unwrap_err();
     assert_eq!(err.kind, GraphErrorKind::Transient);
@@ -247,6 +247,35 @@ async fn the_business_token_travels_as_a_bearer_header() {
     assert_eq!((method.as_str(), path.as_str()), ("GET", "/v25.0/42"));
     assert!(!query.contains("EAAG"));
     assert_eq!(auth.as_deref(), Some("Bearer EAAGbusiness-token-value"));
+}
+
+#[tokio::test]
+async fn a_checks_profile_and_health_come_from_one_call_on_the_number() {
+    let mut body = meta_sample("health-limited.json");
+    body["status"] = json!("CONNECTED");
+    body["quality_rating"] = json!("GREEN");
+    let (client, script) = scripted(vec![answer(200, body)]).await;
+    let (profile, health) = client
+        .profile_and_health(&token(), &PhoneNumberId::parse("106540352242922").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(profile.status.as_deref(), Some("CONNECTED"));
+    assert_eq!(profile.quality_rating.as_deref(), Some("GREEN"));
+    assert_eq!(health.can_send, pipes_core::meta::CanSend::Limited);
+    let seen = script.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let (method, path, query, _) = &seen[0];
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("GET", "/v25.0/106540352242922")
+    );
+    let fields: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "fields")
+        .map(|(_, v)| v.split(',').map(str::to_owned).collect())
+        .unwrap();
+    for field in ["health_status", "status", "quality_rating", "verified_name"] {
+        assert!(fields.iter().any(|f| f == field), "{field} in {fields:?}");
+    }
 }
 
 #[tokio::test]
@@ -307,7 +336,7 @@ async fn metas_health_samples_give_the_messaging_verdict_of_their_entities() {
         ("health-blocked-template.json", CanSend::Available, ""),
     ] {
         let (client, _) = scripted(vec![answer(200, meta_sample(sample))]).await;
-        let health = client.health(&token(), &phone).await.unwrap();
+        let (_, health) = client.profile_and_health(&token(), &phone).await.unwrap();
         let (can_send, why) = health.verdict();
         assert_eq!(can_send, want, "{sample}: {health:?}");
         assert!(why.starts_with(mentions), "{sample}: {why}");
@@ -455,7 +484,7 @@ async fn arbitrary_graph_answers_never_panic_the_client() {
         let _ = client.debug_token(&token()).await;
         let _ = client.waba_numbers(&token(), &waba).await;
         let _ = client.subscribed_apps(&token(), &waba).await;
-        let _ = client.health(&token(), &phone).await;
+        let _ = client.profile_and_health(&token(), &phone).await;
         let _ = client.profile(&token(), &phone).await;
     }
 }

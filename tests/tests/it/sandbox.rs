@@ -77,12 +77,17 @@ async fn revocation_invalidates_the_token() {
     let (sandbox, graph, _, s, token) = connected().await;
     let phone = PhoneNumberId::parse(&s.phone_number_id).unwrap();
     assert_eq!(
-        graph.health(&token, &phone).await.unwrap().can_send,
+        graph
+            .profile_and_health(&token, &phone)
+            .await
+            .unwrap()
+            .1
+            .can_send,
         CanSend::Available
     );
     assert!(sandbox.revoke(&s.phone_number_id));
     assert!(!graph.debug_token(&token).await.unwrap().is_valid);
-    let err = graph.health(&token, &phone).await.unwrap_err();
+    let err = graph.profile_and_health(&token, &phone).await.unwrap_err();
     assert_eq!(
         (err.kind, err.code, err.subcode),
         (GraphErrorKind::TokenInvalid, Some(190), Some(463))
@@ -124,7 +129,9 @@ async fn health_and_subscriptions_follow_the_controls() {
                 ..NumberUpdate::default()
             },
         );
-        let h = graph.health(&token, &phone).await.unwrap();
+        // One call answers both: the profile beside the health.
+        let (p, h) = graph.profile_and_health(&token, &phone).await.unwrap();
+        assert!(p.display_phone_number.is_some(), "{p:?}");
         let (can_send, why) = h.verdict();
         assert_eq!((h.can_send, can_send), (want, want));
         assert_eq!(why.is_empty(), want == CanSend::Available, "{h:?}");

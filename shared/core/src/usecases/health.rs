@@ -12,7 +12,7 @@
 //! slow check never overwrites a newer result.
 
 use chrono::{DateTime, Duration, Utc};
-use futures_util::future::join5;
+use futures_util::future::join4;
 use tracing::info;
 
 use crate::clock::Clock;
@@ -175,6 +175,8 @@ pub async fn open_token(
 #[derive(Debug, Clone)]
 pub struct Evidence {
     pub facts: Result<TokenFacts, GraphError>,
+    /// The number's health and profile come from one call: when it fails, both carry
+    /// its error.
     pub health: Result<MessagingHealth, GraphError>,
     pub profile: Result<Profile, GraphError>,
     pub subscribed: Result<Vec<String>, GraphError>,
@@ -185,18 +187,21 @@ pub struct Evidence {
     pub app_id: String,
 }
 
-/// Asks Meta about the number (five calls, concurrently), and re-subscribes our app
+/// Asks Meta about the number (four calls, concurrently), and re-subscribes our app
 /// once when the subscription is missing.
 pub async fn gather(graph: &dyn MetaGraph, number: &Number, token: &AccessToken) -> Evidence {
     let phone = &number.phone_number_id;
-    let (facts, health, profile, subscribed, waba) = join5(
+    let (facts, number_node, subscribed, waba) = join4(
         graph.debug_token(token),
-        graph.health(token, phone),
-        graph.profile(token, phone),
+        graph.profile_and_health(token, phone),
         graph.subscribed_apps(token, &number.waba_id),
         graph.waba_info(token, &number.waba_id),
     )
     .await;
+    let (profile, health) = match number_node {
+        Ok((profile, health)) => (Ok(profile), Ok(health)),
+        Err(e) => (Err(e.clone()), Err(e)),
+    };
     let app_id = graph.app_id().to_owned();
     let resubscribed = match &subscribed {
         Ok(apps) if !apps.contains(&app_id) => {

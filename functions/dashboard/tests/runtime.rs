@@ -125,7 +125,7 @@ async fn the_bootstrap_signs_an_owner_in_and_serves_the_pages() {
         .unwrap()
         .to_owned();
 
-    // Check now (KMS, Meta's five calls, a versioned write), through the same event shape.
+    // Check now (KMS, Meta's four calls, a versioned write), through the same event shape.
     let check_path = format!("/dashboard/numbers/{}/check", signup.phone_number_id);
     let check = event(
         "post-create-key.json",

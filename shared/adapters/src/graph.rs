@@ -476,8 +476,6 @@ struct Success {
 
 #[derive(Debug, Deserialize)]
 struct HealthBody {
-    #[serde(flatten)]
-    number: NumberBody,
     health_status: HealthStatusBody,
 }
 
@@ -729,43 +727,38 @@ impl MetaGraph for GraphClient {
         &self,
         token: &AccessToken,
         phone: &PhoneNumberId,
-    ) -> Result<(Profile, MessagingHealth), GraphError> {
+    ) -> (
+        Result<Profile, GraphError>,
+        Result<MessagingHealth, GraphError>,
+    ) {
+        const WHAT: &str = "read number health";
         let path = phone.to_string();
-        let body: HealthBody = self
-            .call("read number health", Retry::Idempotent, || {
+        let body: serde_json::Value = match self
+            .call(WHAT, Retry::Idempotent, || {
                 Ok(self
                     .request(Method::GET, &path, Some(token))?
                     .query(&[("fields", PROFILE_AND_HEALTH_FIELDS)]))
             })
-            .await?;
-        let status = body.health_status;
-        let can_send = CanSend::parse(&status.can_send_message).ok_or_else(|| {
+            .await
+        {
+            Ok(body) => body,
+            Err(e) => return (Err(e.clone()), Err(e)),
+        };
+        // Each part on its own: an answer whose one part we cannot use keeps the other
+        // (a BLOCKED health beside a profile of an unexpected shape is still down).
+        let unusable = |part: &str| {
             GraphError::of_kind(
                 GraphErrorKind::Other,
-                "read number health: unknown can_send_message",
+                format!("{WHAT}: unexpected shape of {part}"),
             )
-        })?;
-        let entities = status
-            .entities
-            .into_iter()
-            .map(|e| EntityHealth {
-                entity_type: truncate(&e.entity_type),
-                can_send: e.can_send_message.as_deref().and_then(CanSend::parse),
-                errors: e
-                    .errors
-                    .into_iter()
-                    .map(|i| HealthIssue {
-                        code: i.error_code,
-                        description: truncate(&i.error_description),
-                    })
-                    .collect(),
-                additional_info: e.additional_info.iter().map(|s| truncate(s)).collect(),
-            })
-            .collect();
-        Ok((
-            body.number.profile(),
-            MessagingHealth { can_send, entities },
-        ))
+        };
+        let profile = NumberBody::deserialize(&body)
+            .map(NumberBody::profile)
+            .map_err(|_| unusable("the profile"));
+        let health = HealthBody::deserialize(&body)
+            .map_err(|_| unusable("health_status"))
+            .and_then(|b| messaging_health(b.health_status));
+        (profile, health)
     }
 
     async fn app_secret(&self) -> Result<SecretString, GraphError> {
@@ -775,6 +768,34 @@ impl MetaGraph for GraphClient {
     fn app_id(&self) -> &str {
         &self.cfg.app_id
     }
+}
+
+/// `health_status` as the port speaks of it (an unknown `can_send_message` is no answer).
+fn messaging_health(status: HealthStatusBody) -> Result<MessagingHealth, GraphError> {
+    let can_send = CanSend::parse(&status.can_send_message).ok_or_else(|| {
+        GraphError::of_kind(
+            GraphErrorKind::Other,
+            "read number health: unknown can_send_message",
+        )
+    })?;
+    let entities = status
+        .entities
+        .into_iter()
+        .map(|e| EntityHealth {
+            entity_type: truncate(&e.entity_type),
+            can_send: e.can_send_message.as_deref().and_then(CanSend::parse),
+            errors: e
+                .errors
+                .into_iter()
+                .map(|i| HealthIssue {
+                    code: i.error_code,
+                    description: truncate(&i.error_description),
+                })
+                .collect(),
+            additional_info: e.additional_info.iter().map(|s| truncate(s)).collect(),
+        })
+        .collect();
+    Ok(MessagingHealth { can_send, entities })
 }
 
 #[cfg(test)]

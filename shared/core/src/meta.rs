@@ -341,12 +341,16 @@ pub trait MetaGraph: Send + Sync + fmt::Debug {
         phone: &PhoneNumberId,
     ) -> Result<Profile, GraphError>;
     /// The number's profile and its `health_status` in one call (the same node's
-    /// fields): a health check spends one of Meta's rate-limited calls on both.
+    /// fields): a health check spends one of Meta's rate-limited calls on both. A
+    /// failed call fails both parts; a part of the answer we cannot use fails alone.
     async fn profile_and_health(
         &self,
         token: &AccessToken,
         phone: &PhoneNumberId,
-    ) -> Result<(Profile, MessagingHealth), GraphError>;
+    ) -> (
+        Result<Profile, GraphError>,
+        Result<MessagingHealth, GraphError>,
+    );
     /// Our Meta app's id (to find ourselves in `subscribed_apps` and check tokens).
     fn app_id(&self) -> &str;
     /// The app secret, which Meta signs its webhook deliveries with.

@@ -48,10 +48,11 @@ pub(crate) struct Timer {
 }
 
 impl Timer {
-    /// Returns at `at` or just after it (never before).
-    pub(crate) async fn until(&self, at: Instant) {
+    /// Returns at `at` or just after it (never before): `true` when the timer's thread
+    /// woke it, `false` when the deadline had passed already or tokio's timer stood in.
+    pub(crate) async fn until(&self, at: Instant) -> bool {
         if at <= Instant::now() {
-            return;
+            return false;
         }
         let (wake, woken) = oneshot::channel();
         let sent = {
@@ -64,11 +65,13 @@ impl Timer {
             let seq = guard.1;
             guard.0.send(Due { at, seq, wake }).is_ok()
         };
-        if !(sent && woken.await.is_ok()) {
-            // The timer's thread could not be started or is gone: fall back to tokio's
-            // timer, which errs late, never early.
-            tokio::time::sleep_until(at.into()).await;
+        if sent && woken.await.is_ok() {
+            return true;
         }
+        // The timer's thread could not be started or is gone: fall back to tokio's
+        // timer, which errs late, never early.
+        tokio::time::sleep_until(at.into()).await;
+        false
     }
 }
 
@@ -106,28 +109,38 @@ fn run(rx: &mpsc::Receiver<Due>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_waiter_wakes_at_its_deadline_or_after_it_in_any_order_of_arrival() {
-        let timer = std::sync::Arc::new(Timer::default());
-        let start = Instant::now();
-        // Deadlines given out of order, some equal, one already past.
-        let offsets_ms = [30u64, 10, 20, 10, 0, 25, 5];
+    async fn waiters_wake_from_the_timer_thread_in_deadline_order_never_early() {
+        let timer = Arc::new(Timer::default());
+        let woke = Arc::new(Mutex::new(Vec::new()));
+        // Handed in out of order, 5 ms apart, the first 20 ms ahead (room to hand in all).
+        let start = Instant::now() + Duration::from_millis(20);
         let mut tasks = Vec::new();
-        for ms in offsets_ms {
-            let timer = timer.clone();
-            let at = start + Duration::from_millis(ms);
+        for i in [4u32, 1, 3, 0, 2] {
+            let (timer, woke) = (timer.clone(), woke.clone());
+            let at = start + Duration::from_millis(5 * u64::from(i));
             tasks.push(tokio::spawn(async move {
-                timer.until(at).await;
-                (at, Instant::now())
+                let by_thread = timer.until(at).await;
+                let now = Instant::now();
+                woke.lock().unwrap().push(i);
+                (at, now, by_thread)
             }));
         }
         for task in tasks {
-            let (at, woke) = task.await.unwrap();
-            assert!(woke >= at, "woke {:?} before its deadline", at - woke);
+            let (at, now, by_thread) = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("every waiter wakes")
+                .unwrap();
+            assert!(by_thread, "woken by the timer's thread, not the fallback");
+            assert!(now >= at, "woke {:?} before its deadline", at - now);
         }
+        assert_eq!(*woke.lock().unwrap(), [0, 1, 2, 3, 4]);
+        // A deadline already past returns at once.
+        assert!(!timer.until(Instant::now()).await);
     }
 }

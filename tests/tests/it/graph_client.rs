@@ -224,11 +224,11 @@ async fn timeouts_and_garbage_are_transient() {
         delay: Duration::ZERO,
     };
     let (client, _) = scripted(vec![garbage.clone(), garbage.clone(), garbage]).await;
-    let err = client
+    let (profile, health) = client
         .profile_and_health(&token(), &PhoneNumberId::parse("42").unwrap())
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind, GraphErrorKind::Transient);
+        .await;
+    assert_eq!(profile.unwrap_err().kind, GraphErrorKind::Transient);
+    assert_eq!(health.unwrap_err().kind, GraphErrorKind::Transient);
 }
 
 #[tokio::test]
@@ -257,8 +257,8 @@ async fn a_checks_profile_and_health_come_from_one_call_on_the_number() {
     let (client, script) = scripted(vec![answer(200, body)]).await;
     let (profile, health) = client
         .profile_and_health(&token(), &PhoneNumberId::parse("106540352242922").unwrap())
-        .await
-        .unwrap();
+        .await;
+    let (profile, health) = (profile.unwrap(), health.unwrap());
     assert_eq!(profile.status.as_deref(), Some("CONNECTED"));
     assert_eq!(profile.quality_rating.as_deref(), Some("GREEN"));
     assert_eq!(health.can_send, pipes_core::meta::CanSend::Limited);
@@ -276,6 +276,35 @@ async fn a_checks_profile_and_health_come_from_one_call_on_the_number() {
     for field in ["health_status", "status", "quality_rating", "verified_name"] {
         assert!(fields.iter().any(|f| f == field), "{field} in {fields:?}");
     }
+}
+
+/// One call, two parts: a part of Meta's answer we cannot use fails alone, so a
+/// BLOCKED health still counts when the profile beside it has an unexpected shape, and
+/// the profile is kept when the health is unknown.
+#[tokio::test]
+async fn a_part_of_the_numbers_answer_that_cannot_be_used_fails_alone() {
+    let phone = PhoneNumberId::parse("42").unwrap();
+    let blocked = json!({"can_send_message": "BLOCKED", "entities": [{"entity_type": "PHONE_NUMBER", "can_send_message": "BLOCKED", "errors": [{"error_code": 141010, "error_description": "The Business has been restricted."}]}]});
+    let (client, _) = scripted(vec![answer(
+        200,
+        json!({"id": "42", "status": {"unexpected": true}, "health_status": blocked}),
+    )])
+    .await;
+    let (profile, health) = client.profile_and_health(&token(), &phone).await;
+    assert_eq!(profile.unwrap_err().kind, GraphErrorKind::Other);
+    assert_eq!(
+        health.unwrap().verdict().0,
+        pipes_core::meta::CanSend::Blocked
+    );
+
+    let (client, _) = scripted(vec![answer(
+        200,
+        json!({"id": "42", "status": "CONNECTED", "health_status": {"can_send_message": "SOMETHING_NEW"}}),
+    )])
+    .await;
+    let (profile, health) = client.profile_and_health(&token(), &phone).await;
+    assert_eq!(profile.unwrap().status.as_deref(), Some("CONNECTED"));
+    assert_eq!(health.unwrap_err().kind, GraphErrorKind::Other);
 }
 
 #[tokio::test]
@@ -336,7 +365,7 @@ async fn metas_health_samples_give_the_messaging_verdict_of_their_entities() {
         ("health-blocked-template.json", CanSend::Available, ""),
     ] {
         let (client, _) = scripted(vec![answer(200, meta_sample(sample))]).await;
-        let (_, health) = client.profile_and_health(&token(), &phone).await.unwrap();
+        let health = client.profile_and_health(&token(), &phone).await.1.unwrap();
         let (can_send, why) = health.verdict();
         assert_eq!(can_send, want, "{sample}: {health:?}");
         assert!(why.starts_with(mentions), "{sample}: {why}");

@@ -80,14 +80,16 @@ async fn revocation_invalidates_the_token() {
         graph
             .profile_and_health(&token, &phone)
             .await
-            .unwrap()
             .1
+            .unwrap()
             .can_send,
         CanSend::Available
     );
     assert!(sandbox.revoke(&s.phone_number_id));
     assert!(!graph.debug_token(&token).await.unwrap().is_valid);
-    let err = graph.profile_and_health(&token, &phone).await.unwrap_err();
+    let (profile, health) = graph.profile_and_health(&token, &phone).await;
+    assert_eq!(profile.unwrap_err(), health.clone().unwrap_err());
+    let err = health.unwrap_err();
     assert_eq!(
         (err.kind, err.code, err.subcode),
         (GraphErrorKind::TokenInvalid, Some(190), Some(463))
@@ -130,7 +132,8 @@ async fn health_and_subscriptions_follow_the_controls() {
             },
         );
         // One call answers both: the profile beside the health.
-        let (p, h) = graph.profile_and_health(&token, &phone).await.unwrap();
+        let (p, h) = graph.profile_and_health(&token, &phone).await;
+        let (p, h) = (p.unwrap(), h.unwrap());
         assert!(p.display_phone_number.is_some(), "{p:?}");
         let (can_send, why) = h.verdict();
         assert_eq!((h.can_send, can_send), (want, want));

@@ -176,7 +176,7 @@ pub async fn open_token(
 pub struct Evidence {
     pub facts: Result<TokenFacts, GraphError>,
     /// The number's health and profile come from one call: when it fails, both carry
-    /// its error.
+    /// its error (a part of its answer we cannot use fails alone).
     pub health: Result<MessagingHealth, GraphError>,
     pub profile: Result<Profile, GraphError>,
     pub subscribed: Result<Vec<String>, GraphError>,
@@ -191,17 +191,13 @@ pub struct Evidence {
 /// once when the subscription is missing.
 pub async fn gather(graph: &dyn MetaGraph, number: &Number, token: &AccessToken) -> Evidence {
     let phone = &number.phone_number_id;
-    let (facts, number_node, subscribed, waba) = join4(
+    let (facts, (profile, health), subscribed, waba) = join4(
         graph.debug_token(token),
         graph.profile_and_health(token, phone),
         graph.subscribed_apps(token, &number.waba_id),
         graph.waba_info(token, &number.waba_id),
     )
     .await;
-    let (profile, health) = match number_node {
-        Ok((profile, health)) => (Ok(profile), Ok(health)),
-        Err(e) => (Err(e.clone()), Err(e)),
-    };
     let app_id = graph.app_id().to_owned();
     let resubscribed = match &subscribed {
         Ok(apps) if !apps.contains(&app_id) => {

@@ -140,6 +140,9 @@ async fn main() {
     }]});
     let functions: Vec<(&str, Value)> = vec![
         ("echo", json!({"ping": true})),
+        // The floor, in an executable as large as the token issuer's (its init linked in,
+        // not run): what the size costs apart from what init does.
+        ("echo_linked", json!({"ping": true})),
         ("token-issuer", token_event.clone()),
         ("signup-callback", page),
         (

@@ -82,10 +82,10 @@ async fn main() {
         let peak = peak.load(Ordering::Relaxed).max(rss_kib());
         assert_eq!(report.checked + report.fanned_out, count, "{report:?}");
         // The bound: every slot busy with a check that takes exactly one Graph latency;
-        // and at the latency the sandbox delivered (its timers round up, so a call it
-        // holds for "50 ms" is held a little longer: the instrument's share, not ours).
-        // That is a mean per call; a check waits for the slowest of its five, so the
-        // fraction at it is an upper estimate.
+        // and at the latency the sandbox delivered (never less than the latency set, a
+        // little more when its timer thread or the CPU is late: the instrument's share,
+        // not ours). That is a mean per call; a check waits for the slowest of its four,
+        // so the fraction at it is an upper estimate.
         let rate = count as f64 / took.as_secs_f64();
         let bound = args.concurrency as f64 * 1000.0 / args.latency_ms.max(1) as f64;
         let delivered = t.sandbox.mean_held_ms().unwrap_or(0.0);

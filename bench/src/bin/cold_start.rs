@@ -3,7 +3,8 @@
 //! configuration on moto's server and the sandbox as Meta, next to a bare
 //! `lambda_runtime` echo function (the floor). Reports init time (spawn to the first
 //! request for an invocation), peak RSS, and the warm invoke time of a typical event.
-//! The Runtime API answers with TCP_NODELAY, so no delayed-ACK wait is counted.
+//! The Runtime API answers with TCP_NODELAY, so no delayed-ACK wait is counted. The
+//! functions take turns (round-robin), so the floor is measured under the same load.
 //! Run (moto's server on AWS_ENDPOINT_URL, see scripts/bench):
 //! `target/release/cold_start --bin-dir target/release --starts 15 --invokes 30`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -55,15 +56,6 @@ struct Measured {
     init_ms: Vec<f64>,
     warm_ms: Vec<f64>,
     peak_kib: Vec<u64>,
-}
-
-async fn measure(binary: &Path, env: &[(String, String)], event: &Value, args: &Args) -> Measured {
-    let mut m = Measured::default();
-    for _ in 0..args.starts {
-        start_once(&mut m, binary, env, event, args).await;
-    }
-    m.sort();
-    m
 }
 
 impl Measured {
@@ -157,9 +149,20 @@ async fn main() {
         "| function | init p50 | init p90 | init vs floor | peak RSS | RSS vs floor | warm invoke p50 | warm invoke p90 |"
     );
     println!("|---|---|---|---|---|---|---|---|");
+    // Round-robin: each round starts every function once, in an order that rotates
+    // from round to round, so the floor and the functions see the same machine (a
+    // busy moment or a cold page cache counts against all of them, not one).
+    let mut measured: Vec<Measured> = functions.iter().map(|_| Measured::default()).collect();
+    for round in 0..args.starts {
+        for k in 0..functions.len() {
+            let i = (round + k) % functions.len();
+            let (name, ev) = &functions[i];
+            start_once(&mut measured[i], &args.bin_dir.join(name), &env, ev, &args).await;
+        }
+    }
     let mut floor: Option<(f64, f64)> = None;
-    for (name, ev) in functions {
-        let m = measure(&args.bin_dir.join(name), &env, &ev, &args).await;
+    for ((name, _), mut m) in functions.iter().zip(measured) {
+        m.sort();
         let init = percentile(&m.init_ms, 0.5);
         let rss = m.peak_kib[m.peak_kib.len() / 2] as f64 / 1024.0;
         let (floor_init, floor_rss) = *floor.get_or_insert((init, rss));

@@ -536,8 +536,14 @@ fn subscribed_app_id(item: &Value) -> Option<String> {
         })
 }
 
-const PROFILE_FIELDS: &str = "display_phone_number,verified_name,quality_rating,status,name_status,code_verification_status,platform_type,throughput";
-const PROFILE_AND_HEALTH_FIELDS: &str = "display_phone_number,verified_name,quality_rating,status,name_status,code_verification_status,platform_type,throughput,health_status";
+/// The number node's profile fields, spelt once for both reads of them.
+macro_rules! profile_fields {
+    () => {
+        "display_phone_number,verified_name,quality_rating,status,name_status,code_verification_status,platform_type,throughput"
+    };
+}
+const PROFILE_FIELDS: &str = profile_fields!();
+const PROFILE_AND_HEALTH_FIELDS: &str = concat!(profile_fields!(), ",health_status");
 const MAX_PAGES: usize = 20;
 
 #[async_trait]

@@ -88,11 +88,12 @@ impl InFlight<'_> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let held = u64::try_from(self.1.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = std::time::Instant::now();
+        let held = u64::try_from((now - self.1).as_nanos()).unwrap_or(u64::MAX);
         self.0.held_nanos.fetch_add(held, Ordering::Relaxed);
         self.0.answered.fetch_add(1, Ordering::Relaxed);
-        let now = self.0.since_created(std::time::Instant::now());
-        self.0.last_answered.fetch_max(now, Ordering::Relaxed);
+        let since = self.0.since_created(now);
+        self.0.last_answered.fetch_max(since, Ordering::Relaxed);
     }
 }
 

@@ -8,21 +8,20 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::OnceLock;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 struct Due {
     at: Instant,
-    seq: u64,
     wake: oneshot::Sender<()>,
 }
 
 impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+        self.at == other.at
     }
 }
 
@@ -35,16 +34,17 @@ impl PartialOrd for Due {
 }
 
 impl Ord for Due {
-    /// Reversed, so that the heap's top is the earliest deadline.
+    /// Reversed, so that the heap's top is the earliest deadline (equal deadlines wake
+    /// in the same turn).
     fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
+        other.at.cmp(&self.at)
     }
 }
 
 /// Wakes each waiter at its deadline, not before. Dropping it ends its thread.
 #[derive(Default)]
 pub(crate) struct Timer {
-    tx: OnceLock<Mutex<(mpsc::Sender<Due>, u64)>>,
+    tx: OnceLock<mpsc::Sender<Due>>,
 }
 
 impl Timer {
@@ -55,16 +55,7 @@ impl Timer {
             return false;
         }
         let (wake, woken) = oneshot::channel();
-        let sent = {
-            let mut guard = self
-                .tx
-                .get_or_init(|| Mutex::new((spawn(), 0)))
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            guard.1 += 1;
-            let seq = guard.1;
-            guard.0.send(Due { at, seq, wake }).is_ok()
-        };
+        let sent = self.tx.get_or_init(spawn).send(Due { at, wake }).is_ok();
         if sent && woken.await.is_ok() {
             return true;
         }
@@ -109,7 +100,7 @@ fn run(rx: &mpsc::Receiver<Due>) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use super::*;

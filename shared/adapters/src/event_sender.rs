@@ -58,7 +58,7 @@ impl HttpEventSender {
         }
     }
 
-    /// Built on first use (a function that never delivers never loads TLS roots).
+    /// Built on first use (a function that never delivers never builds it).
     fn client(&self) -> Result<&reqwest::Client, String> {
         self.client
             .get_or_init(|| {
@@ -68,6 +68,7 @@ impl HttpEventSender {
                     .timeout(DELIVERY_TIMEOUT)
                     .connect_timeout(std::time::Duration::from_secs(5))
                     .user_agent("Pipes.bot-Webhooks/1")
+                    .tls_certs_only(crate::config::web_roots())
                     .dns_resolver(CheckedResolver {
                         allow_loopback: self.allow_loopback,
                     })

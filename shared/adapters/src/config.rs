@@ -258,6 +258,8 @@ pub fn max_receive_count() -> Result<u32, ConfigError> {
 pub fn web_roots() -> Vec<reqwest::Certificate> {
     webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
+        // With rustls, `from_der` only keeps the bytes: a root that does not parse
+        // fails the client's build, which reports it.
         .filter_map(|der| reqwest::Certificate::from_der(der).ok())
         .collect()
 }
@@ -268,8 +270,8 @@ mod tests {
 
     #[test]
     fn the_compiled_in_web_roots_build_a_client() {
+        // A root rustls cannot parse fails the whole build below.
         let roots = web_roots();
-        assert_eq!(roots.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
         assert!(roots.len() > 100);
         assert!(
             reqwest::Client::builder()

@@ -6,7 +6,8 @@
 //! The Runtime API answers with TCP_NODELAY, so no delayed-ACK wait is counted. The
 //! functions take turns (round-robin), so the floor is measured under the same load.
 //! Run (moto's server on AWS_ENDPOINT_URL, see scripts/bench):
-//! `$bin/cold_start --bin-dir $bin --starts 15 --invokes 30` (`bin=target/bench/x86_64-unknown-linux-gnu/release` after `scripts/bench`)
+//! `$bin/cold_start --bin-dir $bin --starts 15 --invokes 30`
+//! (`bin=target/bench/x86_64-unknown-linux-gnu/release` after `scripts/bench`)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
